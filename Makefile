@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast lint format clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install  ## toy world + tiny models -> alignment -> runs/demo/scorecard.json
+	$(BIN)/anymal-lit demo
+
+test: install  ## the whole suite (CPU, offline, tiny models)
+	$(BIN)/python -m pytest -q
+
+test-fast: install  ## unit tests only
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+lint: install
+	$(BIN)/ruff check anymal_lit tests benchmarks
+	$(BIN)/ruff format --check anymal_lit tests benchmarks
+
+format: install
+	$(BIN)/ruff format anymal_lit tests benchmarks
+	$(BIN)/ruff check --fix anymal_lit tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,81 @@
+"""The ``anymal-lit`` command: LightningCLI (fit / validate / test / predict) plus the kit's own subcommands.
+
+::
+
+    anymal-lit fit -c experiments/demo/align_image.yaml [-c conf/...yaml] [--trainer.max_steps 100]
+    anymal-lit validate -c experiments/demo/align_image.yaml --ckpt_path runs/.../last.ckpt
+    anymal-lit list                      # encoders, projectors, stages, data modules, callbacks, presets
+    anymal-lit toyworld --out runs/toyworld
+    anymal-lit demo                      # toy world -> alignment -> scorecard
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from anymal_lit.data.datamodule import ConversationDataModule
+from anymal_lit.stages.base import AnyMALStage
+
+KIT_COMMANDS = ("list", "toyworld", "demo")
+
+
+class AnyMALCLI(LightningCLI):
+    """LightningCLI over any :class:`AnyMALStage` and any :class:`ConversationDataModule` (``class_path`` in YAML)."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            AnyMALStage,
+            ConversationDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_kwargs={"parser_mode": "omegaconf"},
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+
+def _kit_command(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="anymal-lit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("list", help="list encoders, projectors, stages, data modules, callbacks and presets")
+    p_list.add_argument("--conf", default="conf", help="folder of YAML presets")
+    p_world = sub.add_parser("toyworld", help="generate the toy world and its tiny pretrained models")
+    p_world.add_argument("--out", default="runs/toyworld")
+    p_world.add_argument("--seed", type=int, default=0)
+    p_world.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
+    p_demo = sub.add_parser("demo", help="toy world -> alignment -> scorecard (what `make demo` runs)")
+    p_demo.add_argument("--world", default="runs/toyworld")
+    p_demo.add_argument("--out", default="runs/demo")
+    p_demo.add_argument("--experiments", default="experiments/demo")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        from anymal_lit.catalog import render
+
+        print(render(args.conf))
+    elif args.command == "toyworld":
+        from anymal_lit.toyworld import WorldSpec, build_world
+
+        build_world(args.out, WorldSpec(seed=args.seed), force=args.force)
+    else:
+        from anymal_lit.demo import run_demo
+
+        run_demo(args.world, args.out, args.experiments)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in KIT_COMMANDS:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        _kit_command(args)
+    else:
+        AnyMALCLI(args=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Data: the JSONL conversation format, chat tokenization, collation and data modules."""
+
+from anymal_lit.data.chat import ChatTokenizer
+from anymal_lit.data.collate import ConversationDataset, PaddingCollator
+from anymal_lit.data.datamodule import ConversationDataModule, ImageTextDataModule
+from anymal_lit.data.records import Record, RecordError, read_records
+
+__all__ = [
+    "ChatTokenizer",
+    "ConversationDataModule",
+    "ConversationDataset",
+    "ImageTextDataModule",
+    "PaddingCollator",
+    "Record",
+    "RecordError",
+    "read_records",
+]

@@ -1,0 +1,113 @@
+"""Datasets of conversation records and the padding collator."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from anymal_lit.data.chat import ChatTokenizer
+from anymal_lit.data.records import Record, RecordError
+from anymal_lit.encoders.base import MediaError, MediaProcessor
+from anymal_lit.losses import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
+
+Sample = dict[str, Any]
+
+
+class ConversationDataset(Dataset):
+    """Records -> tokenized samples with their media loaded into encoder pieces.
+
+    Args:
+        records: Validated records.
+        chat: Tokenizer wrapper.
+        processors: Modality -> media file loader (from the model's encoders).
+        generation: Build generation prompts (no response, no labels) instead of training examples.
+        skip_bad_records: Return ``None`` (dropped by the collator, logged) for media that fail to load instead
+            of raising.
+    """
+
+    def __init__(
+        self,
+        records: list[Record],
+        chat: ChatTokenizer,
+        processors: dict[str, MediaProcessor],
+        generation: bool = False,
+        skip_bad_records: bool = False,
+    ) -> None:
+        self.records = records
+        self.chat = chat
+        self.processors = processors
+        self.generation = generation
+        self.skip_bad_records = skip_bad_records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Sample | None:
+        record = self.records[index]
+        try:
+            media = []
+            for modality, path in record.media:
+                if modality not in self.processors:
+                    raise RecordError(f"{record.where()}: no {modality} encoder in the model for {path}")
+                try:
+                    media.append((modality, self.processors[modality](path)))
+                except MediaError as err:
+                    raise RecordError(f"{record.where()}: {err}") from None
+            if self.generation:
+                input_ids, labels = self.chat.generation_prompt(record), None
+            else:
+                input_ids, labels = self.chat.training_example(record)
+        except RecordError as err:
+            if not self.skip_bad_records:
+                raise
+            log.warning("skipping %s", err)
+            return None
+        return {"id": record.id, "input_ids": input_ids, "labels": labels, "media": media, "index": index}
+
+
+@dataclass
+class PaddingCollator:
+    """Pads samples to the longest row and groups media pieces per modality (see ``anymal_lit.models.Batch``).
+
+    Samples that failed to load (``None``, only with ``skip_bad_records``) are dropped and counted in
+    ``batch["skipped"]``.
+    """
+
+    pad_token_id: int
+
+    def __call__(self, samples: list[Sample | None]) -> dict[str, Any]:
+        kept = [s for s in samples if s is not None]
+        if not kept:
+            return {"skipped": len(samples)}
+        longest = max(len(s["input_ids"]) for s in kept)
+        input_ids = torch.full((len(kept), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(kept), longest), dtype=torch.long)
+        labels = torch.full((len(kept), longest), IGNORE_INDEX, dtype=torch.long)
+        media: dict[str, dict[str, list]] = {}
+        for r, sample in enumerate(kept):
+            n = len(sample["input_ids"])
+            input_ids[r, :n] = sample["input_ids"]
+            attention_mask[r, :n] = 1
+            if sample["labels"] is not None:
+                labels[r, :n] = sample["labels"]
+            for modality, pieces in sample["media"]:
+                group = media.setdefault(modality, {"pieces": [], "counts": []})
+                group["pieces"].append(pieces)
+                group["counts"].append(pieces.shape[0])
+        batch = {
+            "ids": [s["id"] for s in kept],
+            "index": torch.tensor([s["index"] for s in kept]),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "media": {m: {"pieces": torch.cat(g["pieces"]), "counts": torch.tensor(g["counts"])} for m, g in media.items()},
+            "skipped": len(samples) - len(kept),
+        }
+        if kept[0]["labels"] is not None:
+            batch["labels"] = labels
+        return batch

@@ -1,0 +1,194 @@
+"""AnyMAL: frozen encoders -> trainable projectors -> tokens spliced into an LLM's input embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from anymal_lit.encoders.base import ModalityEncoder
+from anymal_lit.losses import IGNORE_INDEX, masked_lm_loss
+from anymal_lit.models.causal_lm import CausalLM
+from anymal_lit.projectors.base import Projector
+
+Batch = dict[str, Any]
+"""A collated batch: ``input_ids``/``attention_mask`` ``[B, T]``, optional ``labels`` ``[B, T]``, ``ids`` (record
+ids) and ``media``: modality -> ``{"pieces": [P, ...], "counts": [items]}`` with items in row order and, within a
+row, in placeholder order; ``counts`` is the number of pieces of each item."""
+
+
+@dataclass
+class SplicedInputs:
+    """LLM inputs after the placeholders were replaced by media tokens (all ``[B, L, ...]``)."""
+
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor | None
+    position_ids: torch.Tensor
+
+
+class AnyMALModel(nn.Module):
+    """The any-modality augmented LLM of Moon et al. (2023), as a plain ``nn.Module``.
+
+    Each modality has a frozen encoder g and a trainable projector; a media item's pieces (tiles, chunks) are
+    encoded and projected independently and their tokens concatenated (paper eq. 3-4). Every placeholder token
+    (``<image>``) in the text is replaced by its item's tokens, so a prompt may hold any number of items of any
+    modalities in any order.
+
+    Args:
+        llm: The language model (frozen in alignment; LoRA in SFT/DPO).
+        encoders: Modality name -> frozen encoder (the names must have a placeholder in ``llm``).
+        projectors: Modality name -> projector from that encoder's features to the LLM hidden size.
+        match_embedding_rms: Scale each projector's output at init to the RMS of the LLM's token embeddings.
+    """
+
+    def __init__(
+        self,
+        llm: CausalLM,
+        encoders: dict[str, ModalityEncoder],
+        projectors: dict[str, Projector],
+        match_embedding_rms: bool = True,
+    ) -> None:
+        super().__init__()
+        if set(encoders) != set(projectors):
+            raise ValueError(f"encoders {sorted(encoders)} and projectors {sorted(projectors)} name different modalities")
+        for name, encoder in encoders.items():
+            projector = projectors[name]
+            if name not in llm.placeholder_ids:
+                raise ValueError(f"modality {name!r} has no placeholder token; known: {sorted(llm.placeholder_ids)}")
+            if projector.in_dim != encoder.output_dim:
+                raise ValueError(
+                    f"projector {name!r} has in_dim={projector.in_dim} but encoder {type(encoder).__name__} "
+                    f"outputs {encoder.output_dim} features"
+                )
+            if projector.out_dim != llm.hidden_size:
+                raise ValueError(f"projector {name!r} has out_dim={projector.out_dim}, LLM hidden size is {llm.hidden_size}")
+            if match_embedding_rms:
+                projector.match_output_rms(llm.embedding_rms())
+        self.llm = llm
+        self.encoders = nn.ModuleDict(encoders)
+        self.projectors = nn.ModuleDict(projectors)
+        self.neftune_alpha = 0.0
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders)
+
+    def media_processors(self) -> dict[str, Any]:
+        """Modality -> file loader for the data pipeline (picklable; runs in workers)."""
+        return {name: encoder.media_processor() for name, encoder in self.encoders.items()}
+
+    def project_media(self, media: dict[str, dict[str, torch.Tensor]]) -> dict[str, list[torch.Tensor]]:
+        """Encode and project every item: modality -> list of ``[pieces_i * K, D]`` tensors, in batch order."""
+        out: dict[str, list[torch.Tensor]] = {}
+        for name, item in media.items():
+            if name not in self.encoders:
+                raise ValueError(f"batch holds {name!r} media but the model has no {name!r} encoder")
+            features = self.encoders[name](item["pieces"])  # [P, N, D_enc]
+            tokens = self.projectors[name](features)  # [P, K, D_llm]
+            counts = [int(c) for c in item["counts"]]
+            # each item's pieces are consecutive: [P, K, D] -> per item [pieces_i * K, D] (eq. 4: concatenation)
+            out[name] = [t.reshape(-1, t.shape[-1]) for t in torch.split(tokens, counts)]
+        return out
+
+    def splice(self, batch: Batch, padding_side: str = "right") -> SplicedInputs:
+        """Replace each placeholder by its media tokens and re-pad the rows to a common length."""
+        input_ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+        labels = batch.get("labels")
+        media_tokens = self.project_media(batch.get("media", {}))
+        embeds = self.llm.embed_tokens(input_ids)
+        if self.training and self.neftune_alpha > 0:
+            embeds = self._neftune(embeds, mask)
+        next_item = dict.fromkeys(media_tokens, 0)
+        id_to_modality = {tok: name for name, tok in self.llm.placeholder_ids.items()}
+        placeholder_ids = torch.tensor(list(id_to_modality), device=input_ids.device)
+        rows_e, rows_l = [], []
+        for r in range(input_ids.shape[0]):
+            keep = mask[r].nonzero().squeeze(-1)
+            ids, row_e = input_ids[r, keep], embeds[r, keep]
+            row_l = labels[r, keep] if labels is not None else None
+            pieces_e, pieces_l, start = [], [], 0
+            for pos in torch.isin(ids, placeholder_ids).nonzero().squeeze(-1).tolist():
+                name = id_to_modality[int(ids[pos])]
+                if name not in media_tokens or next_item[name] >= len(media_tokens[name]):
+                    raise ValueError(f"record {self._record_id(batch, r)}: more <{name}> placeholders than {name} items")
+                tokens = media_tokens[name][next_item[name]].to(row_e.dtype)
+                next_item[name] += 1
+                pieces_e += [row_e[start:pos], tokens]
+                if row_l is not None:
+                    pieces_l += [row_l[start:pos], row_l.new_full((tokens.shape[0],), IGNORE_INDEX)]
+                start = pos + 1
+            rows_e.append(torch.cat([*pieces_e, row_e[start:]]))
+            if row_l is not None:
+                rows_l.append(torch.cat([*pieces_l, row_l[start:]]))
+        for name, used in next_item.items():
+            if used != len(media_tokens[name]):
+                raise ValueError(f"batch {batch.get('ids')}: {len(media_tokens[name])} {name} items, {used} placeholders")
+        return self._pad(rows_e, rows_l if labels is not None else None, padding_side, batch)
+
+    def _pad(
+        self, rows_e: list[torch.Tensor], rows_l: list[torch.Tensor] | None, side: str, batch: Batch
+    ) -> SplicedInputs:
+        lengths = [row.shape[0] for row in rows_e]
+        longest = max(lengths)
+        if longest > self.llm.max_length:
+            too_long = [self._record_id(batch, r) for r, n in enumerate(lengths) if n > self.llm.max_length]
+            raise ValueError(f"records {too_long} exceed the LLM context ({self.llm.max_length}) after media expansion")
+        B, D = len(rows_e), rows_e[0].shape[-1]
+        ref = rows_e[0]
+        embeds = ref.new_zeros(B, longest, D)
+        attn = torch.zeros(B, longest, dtype=torch.long, device=ref.device)
+        labels = torch.full((B, longest), IGNORE_INDEX, dtype=torch.long, device=ref.device) if rows_l else None
+        for r, n in enumerate(lengths):
+            span = slice(longest - n, longest) if side == "left" else slice(0, n)
+            embeds[r, span] = rows_e[r]
+            attn[r, span] = 1
+            if labels is not None:
+                labels[r, span] = rows_l[r]
+        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+        return SplicedInputs(embeds, attn, labels, position_ids)
+
+    def _neftune(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """NEFTune (Jain et al., 2023): uniform noise scaled by alpha / sqrt(L * d) on the text embeddings."""
+        lengths = mask.sum(-1, keepdim=True).unsqueeze(-1).clamp(min=1)  # [B, 1, 1]
+        scale = self.neftune_alpha / torch.sqrt(lengths * embeds.shape[-1])
+        return embeds + torch.empty_like(embeds).uniform_(-1, 1) * scale
+
+    @staticmethod
+    def _record_id(batch: Batch, row: int) -> str:
+        ids = batch.get("ids")
+        return str(ids[row]) if ids is not None else f"row {row}"
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass; returns ``logits`` ``[B, L, V]``, ``labels`` ``[B, L]`` and ``loss`` when labelled."""
+        inputs = self.splice(batch)
+        logits = self.llm(
+            inputs_embeds=inputs.inputs_embeds,
+            attention_mask=inputs.attention_mask,
+            position_ids=inputs.position_ids,
+            use_cache=False,
+        ).logits
+        out = {"logits": logits}
+        if inputs.labels is not None:
+            out["labels"] = inputs.labels
+            out["loss"] = masked_lm_loss(logits, inputs.labels)
+        return out
+
+    @torch.no_grad()
+    def generate(self, batch: Batch, max_new_tokens: int = 32, **generate_kwargs: Any) -> list[str]:
+        """Greedy (by default) batched generation from left-padded prompts with a KV cache; returns the texts."""
+        inputs = self.splice(batch, padding_side="left")
+        tokenizer = self.llm.tokenizer
+        kwargs = {"do_sample": False, "num_beams": 1, **generate_kwargs}
+        out = self.llm.model.generate(
+            inputs_embeds=inputs.inputs_embeds,
+            attention_mask=inputs.attention_mask,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            use_cache=True,
+            **kwargs,
+        )
+        return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]

@@ -1,0 +1,155 @@
+"""The shared LightningModule of the three training stages."""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from anymal_lit.models.anymal import AnyMALModel
+from anymal_lit.stages.export import load_export, trainable_state, write_export
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class AnyMALStage(L.LightningModule):
+    """Shared training loop: encode -> project -> splice -> LLM loss, AdamW, checkpoints of trainable weights only.
+
+    Subclasses choose what trains (:meth:`configure_trainable`) and may change the loss and schedule. Lightning
+    checkpoints and the ``export/`` folder written beside them hold only the trainable parameters (the frozen LLM
+    and encoders are rebuilt from their own checkpoints), so the next stage's ``init_from`` loads them.
+
+    Args:
+        model: The AnyMAL model (LLM, encoders, projectors).
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps.
+        min_lr_ratio: The LR decays (cosine) to ``lr * min_lr_ratio`` at the last step.
+        init_from: An export (folder or ``.safetensors``) of a previous stage to initialise the trainable weights.
+    """
+
+    stage_name = "stage"
+
+    def __init__(
+        self,
+        model: AnyMALModel,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        init_from: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.configure_trainable()
+        if init_from is not None:
+            load_export(self.model, init_from)
+        self.strict_loading = False  # checkpoints hold only trainable weights (checked in on_load_checkpoint)
+
+    @abstractmethod
+    def configure_trainable(self) -> None:
+        """Set ``requires_grad`` on exactly the parameters this stage trains."""
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "bind"):
+            datamodule.bind(self.model.llm.tokenizer, self.model.media_processors(), self._placeholders())
+
+    def _placeholders(self) -> dict[str, str]:
+        tokenizer = self.model.llm.tokenizer
+        return {m: tokenizer.convert_ids_to_tokens(i) for m, i in self.model.llm.placeholder_ids.items()}
+
+    # ---- steps -------------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if "input_ids" not in batch:  # every sample of the batch was skipped
+            return None
+        loss = self.model(batch)["loss"]
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        if batch.get("skipped"):
+            self.log("train/skipped_records", float(batch["skipped"]), reduce_fx="sum", on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if "input_ids" in batch:
+            loss = self.model(batch)["loss"]
+            self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if "input_ids" in batch:
+            loss = self.model(batch)["loss"]
+            self.log("test/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
+        texts = self.model.generate(batch) if "input_ids" in batch else []
+        return [{"id": rid, "prediction": text} for rid, text in zip(batch.get("ids", []), texts)]
+
+    # ---- optimisation ------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(self).__name__}: nothing to train (no parameter requires grad)")
+        hp = self.hparams
+        opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_multiplier(s, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_multiplier(self, step: int, total_steps: int) -> float:
+        return warmup_cosine(step, self.hparams.warmup_steps, total_steps, self.hparams.min_lr_ratio)
+
+    # ---- checkpoints and exports -------------------------------------------------------------------------------
+    def _trainable_keys(self) -> set[str]:
+        return {f"model.{name}" for name in trainable_state(self.model)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self._trainable_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        self.write_export()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        missing = sorted(self._trainable_keys() - set(checkpoint["state_dict"]))
+        if missing:
+            raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors of this stage, e.g. {missing[:3]}")
+
+    def export_dir(self) -> Path:
+        callback = self.trainer.checkpoint_callback
+        base = getattr(callback, "dirpath", None) or self.trainer.log_dir or self.trainer.default_root_dir
+        return Path(base) / "export"
+
+    def write_export(self) -> None:
+        if self.trainer.is_global_zero:
+            meta = {"stage": self.stage_name, "global_step": self.global_step, "modalities": self.model.modalities}
+            folder = write_export(self.model, self.export_dir(), meta)
+            rank_zero_info(f"exported trainable weights to {folder}")
+
+    def on_train_end(self) -> None:
+        self.write_export()
+
+
+class AlignmentStage(AnyMALStage):
+    """Stage 1, modality alignment: only the projectors train; the LLM and the encoders stay frozen.
+
+    Loss: next-token cross-entropy on the paired text (the caption), as in AnyMAL section 3.1. Arguments as
+    :class:`AnyMALStage` (paper, 13B: lr 2e-4; the toy world uses 1e-3).
+    """
+
+    stage_name = "align"
+
+    def configure_trainable(self) -> None:
+        self.model.requires_grad_(False)
+        self.model.projectors.requires_grad_(True)

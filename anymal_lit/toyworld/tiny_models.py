@@ -1,0 +1,171 @@
+"""Tiny stand-ins for the pretrained models, built and saved in the standard formats.
+
+* A BPE tokenizer trained on the world's text and a small Llama-architecture LM pretrained on a mix of the world's
+  text (captions and questions about scene descriptions given in context), saved with ``save_pretrained``.
+* A tiny open_clip CLIP, briefly trained contrastively on the world's pictures and captions (AnyMAL's encoders are
+  already aligned to text, so a random encoder would not be faithful), saved as an open_clip ``local-dir`` folder.
+
+Both are then loaded by the kit through the same code paths as real checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+from anymal_lit.models.causal_lm import DEFAULT_CHAT_TEMPLATE, DEFAULT_PLACEHOLDERS
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", *DEFAULT_PLACEHOLDERS.values()]
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 800) -> PreTrainedTokenizerFast:
+    """Byte-level BPE over the world's text, with the chat-role and placeholder tokens as special tokens."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        pad_token="<|pad|>",
+        eos_token="<|end|>",
+        additional_special_tokens=SPECIAL_TOKENS[2:],
+        chat_template=DEFAULT_CHAT_TEMPLATE,
+    )
+
+
+def tiny_lm_config(tokenizer: PreTrainedTokenizerFast, hidden: int = 128, layers: int = 4, heads: int = 4) -> LlamaConfig:
+    """A small Llama. ``initializer_range`` ~0.9/sqrt(hidden): with the default 0.02 a tiny LM never learned to use
+    its context in minutes of CPU training (DESIGN.md), and using context is what projected tokens rely on."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=512,
+        initializer_range=0.9 / math.sqrt(hidden),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+
+
+def _batches(
+    ids: list[list[int]], batch_size: int, steps: int, pad_id: int, rng: np.random.Generator
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = [ids[i] for i in rng.integers(len(ids), size=batch_size)]
+        longest = max(map(len, rows))
+        x = torch.full((batch_size, longest), pad_id)
+        mask = torch.zeros((batch_size, longest), dtype=torch.long)
+        for r, row in enumerate(rows):
+            x[r, : len(row)] = torch.tensor(row)
+            mask[r, : len(row)] = 1
+        return x, mask, x.masked_fill(mask == 0, -100)
+
+    return draw
+
+
+def pretrain_lm(
+    tokenizer: PreTrainedTokenizerFast,
+    conversations: Sequence[list[dict[str, str]]],
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+) -> tuple[torch.nn.Module, list[float]]:
+    """Build the tiny LM and train it for ``steps`` steps on chat-formatted conversations."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_lm_config(tokenizer))
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    draw = _batches(ids, batch_size, steps, tokenizer.pad_token_id, np.random.default_rng(seed))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    losses, start = [], time.time()
+    model.train()
+    for step in range(steps):
+        x, mask, labels = draw()
+        loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 200 == 0 or step == steps - 1:
+            log.info("tiny LM step %d/%d loss %.3f (%.0f s)", step + 1, steps, loss, time.time() - start)
+    model.eval()
+    return model, losses
+
+
+def tiny_clip_config(image_size: int = 64) -> dict:
+    """A small ViT CLIP (open_clip ``model_cfg``): 8-px patches, width 128, 4 layers; text tower 2 layers."""
+    return {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": image_size, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32},
+        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+    }
+
+
+def warm_up_clip(
+    cfg: dict,
+    images: torch.Tensor,
+    captions: Sequence[str],
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    seed: int = 0,
+) -> tuple[open_clip.CLIP, list[float]]:
+    """Contrastive (InfoNCE) training of a fresh CLIP on ``images`` ``[N, 3, R, R]`` paired with ``captions``."""
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**cfg)
+    tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
+    text = tokenize(list(captions))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    rng = np.random.default_rng(seed)
+    losses, start = [], time.time()
+    model.train()
+    for step in range(steps):
+        idx = torch.from_numpy(rng.choice(len(images), size=batch_size, replace=False))
+        img = F.normalize(model.encode_image(images[idx]), dim=-1)
+        txt = F.normalize(model.encode_text(text[idx]), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.T
+        target = torch.arange(batch_size)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == steps - 1:
+            log.info("tiny CLIP step %d/%d loss %.3f (%.0f s)", step + 1, steps, loss, time.time() - start)
+    model.eval()
+    return model, losses
+
+
+def save_open_clip(model: open_clip.CLIP, cfg: dict, folder: Path, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Write an open_clip ``local-dir`` folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": cfg, "preprocess_cfg": {"mean": list(mean), "std": list(std)}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))

@@ -1,0 +1,149 @@
+"""Write the toy world to disk: real PNG + JSONL files, COCO-format references and the tiny pretrained models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from anymal_lit.encoders.image import ImageProcessor
+from anymal_lit.toyworld import shapes
+from anymal_lit.toyworld.tiny_models import pretrain_lm, save_open_clip, tiny_clip_config, train_tokenizer, warm_up_clip
+
+log = logging.getLogger(__name__)
+
+WORLD_VERSION = 1
+CLIP_MEAN = (0.5, 0.5, 0.5)
+CLIP_STD = (0.25, 0.25, 0.25)
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """What to generate. Training effort is counted in steps, not seconds, so builds repeat under load.
+
+    Args:
+        seed: Seed of every random choice (scenes, rendering, texts, model init and training order).
+        image_train: Training pictures.
+        image_val: Validation pictures (5 reference captions each).
+        image_size: Picture side in pixels (= the tiny CLIP's resolution).
+        lm_corpus: Conversations in the tiny LM's pretraining corpus.
+        lm_steps: Pretraining steps of the tiny LM.
+        clip_steps: Contrastive warm-up steps of the tiny CLIP.
+    """
+
+    seed: int = 0
+    image_train: int = 4000
+    image_val: int = 200
+    image_size: int = 64
+    lm_corpus: int = 20000
+    lm_steps: int = 1500
+    clip_steps: int = 300
+
+
+def lm_conversations(rng: np.random.Generator, n: int) -> list[list[dict[str, str]]]:
+    """The tiny LM's corpus: scene descriptions in context followed by a caption or a question and its answer.
+
+    Restating and querying what the context says teaches the frozen LM to use its context, the ability that
+    projected media tokens exploit after alignment.
+    """
+    out = []
+    for _ in range(n):
+        scene = shapes.sample_scene(rng)
+        desc = shapes.caption(scene, rng)
+        if rng.random() < 0.5:
+            prompt, answer = str(rng.choice(shapes.CAPTION_PROMPTS)), shapes.caption(scene, rng)
+        else:
+            prompt, answer = shapes.questions(scene, rng)[0]
+        out.append([{"role": "user", "content": f"{desc}\n{prompt}"}, {"role": "assistant", "content": answer}])
+    return out
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def write_images(root: Path, spec: WorldSpec, rng: np.random.Generator) -> dict[str, list]:
+    """Pictures + caption JSONL for train and val, COCO references and the scenes of the val set."""
+    out: dict[str, list] = {}
+    for split, count in (("train", spec.image_train), ("val", spec.image_val)):
+        folder = root / "images" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        rows, coco_images, coco_anns, scenes = [], [], [], {}
+        for i in tqdm(range(count), desc=f"toy world: {split} images", leave=False):
+            scene = shapes.sample_scene(rng)
+            shapes.render(scene, rng, spec.image_size).save(folder / f"{i:06d}.png")
+            refs = shapes.references(scene, rng)
+            prompt = shapes.CAPTION_PROMPTS[0] if split == "val" else str(rng.choice(shapes.CAPTION_PROMPTS))
+            target = refs[0] if split == "val" else shapes.caption(scene, rng)
+            rows.append(
+                {
+                    "id": str(i),
+                    "image": f"images/{split}/{i:06d}.png",
+                    "conversations": [
+                        {"from": "human", "value": f"<image>\n{prompt}"},
+                        {"from": "gpt", "value": target},
+                    ],
+                }
+            )
+            coco_images.append({"id": i, "file_name": f"images/{split}/{i:06d}.png"})
+            coco_anns += [{"id": len(coco_anns) + j, "image_id": i, "caption": c} for j, c in enumerate(refs)]
+            scenes[str(i)] = scene.to_dict()
+        _write_jsonl(root / f"image_caption_{split}.jsonl", rows)
+        coco = {"images": coco_images, "annotations": coco_anns, "type": "captions"}
+        (root / f"image_caption_{split}_coco.json").write_text(json.dumps(coco))
+        (root / f"image_scenes_{split}.json").write_text(json.dumps(scenes))
+        out[split] = rows
+    return out
+
+
+def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = False) -> Path:
+    """Generate the world under ``root`` (skipped when a world of the same spec is already there)."""
+    root = Path(root)
+    manifest = root / "world.json"
+    wanted = {"version": WORLD_VERSION, **asdict(spec)}
+    if manifest.exists() and not force and json.loads(manifest.read_text()).get("spec") == wanted:
+        log.info("toy world at %s is up to date", root)
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    rng = np.random.default_rng(spec.seed)
+    start = time.time()
+    rows = write_images(root, spec, rng)
+    timings["images_s"] = time.time() - start
+
+    start = time.time()
+    corpus = lm_conversations(np.random.default_rng(spec.seed + 1), spec.lm_corpus)
+    texts = [m["content"] for conv in corpus for m in conv] + list(shapes.CAPTION_PROMPTS)
+    tokenizer = train_tokenizer(texts)
+    lm, lm_losses = pretrain_lm(tokenizer, corpus, spec.lm_steps, seed=spec.seed)
+    lm.save_pretrained(root / "models" / "tiny-lm")
+    tokenizer.save_pretrained(root / "models" / "tiny-lm")
+    timings["lm_s"] = time.time() - start
+
+    start = time.time()
+    cfg = tiny_clip_config(spec.image_size)
+    processor = ImageProcessor(spec.image_size, CLIP_MEAN, CLIP_STD)
+    train_rows = rows["train"]
+    images = torch.cat([processor(str(root / r["image"])) for r in train_rows])
+    captions = [r["conversations"][-1]["value"] for r in train_rows]
+    clip, clip_losses = warm_up_clip(cfg, images, captions, spec.clip_steps, seed=spec.seed)
+    save_open_clip(clip, cfg, root / "models" / "tiny-clip", CLIP_MEAN, CLIP_STD)
+    timings["clip_s"] = time.time() - start
+
+    report = {
+        "spec": wanted,
+        "timings": timings,
+        "lm_loss": {"first": lm_losses[0], "last": float(np.mean(lm_losses[-50:]))},
+        "clip_loss": {"first": clip_losses[0], "last": float(np.mean(clip_losses[-50:]))},
+    }
+    manifest.write_text(json.dumps(report, indent=2))
+    log.info("toy world written to %s: %s", root, report)
+    return root

@@ -1,0 +1,75 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from anymal_lit.metrics import CaptionMetric, caption_scores, cider_score
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "coco_fakecap"
+# Scores of the COCO caption toolkit (pycocoevalcap 1.2) on its own example, from DATA/README.md.
+COCO_EXPECTED = {
+    "Bleu_1": 0.539169,
+    "Bleu_2": 0.363135,
+    "Bleu_3": 0.243765,
+    "Bleu_4": 0.163251,
+    "METEOR": 0.184120,
+    "ROUGE_L": 0.374645,
+    "CIDEr": 0.582229,
+}
+
+
+def coco_example() -> tuple[dict[str, str], dict[str, list[str]]]:
+    results = json.loads((DATA / "captions_val2014_fakecap_results.json").read_text())
+    refs = json.loads((DATA / "codalab_refs_val2014_fakecap1000.json").read_text())
+    references: dict[str, list[str]] = {}
+    for ann in refs["annotations"]:
+        references.setdefault(str(ann["image_id"]), []).append(ann["caption"])
+    return {str(r["image_id"]): r["caption"] for r in results}, references
+
+
+@pytest.mark.slow
+def test_cider_score_reproduces_the_coco_toolkit_on_its_example():
+    predictions, references = coco_example()
+    scores = cider_score(predictions, references)
+    for key, expected in COCO_EXPECTED.items():
+        assert scores[key] == pytest.approx(expected, abs=5e-7), key
+
+
+def test_cider_is_corpus_level_not_a_mean_of_batches():
+    predictions, references = coco_example()
+    ids = sorted(predictions)[:200]
+    preds = {k: predictions[k] for k in ids}
+    refs = {k: references[k] for k in ids}
+    whole = caption_scores(preds, refs, with_meteor=False)["CIDEr"]
+    metric = CaptionMetric(with_meteor=False)
+    halves = [ids[:100], ids[100:]]
+    for part in halves:
+        metric.update(part, [preds[k] for k in part], [refs[k] for k in part])
+    assert metric.compute()["CIDEr"] == pytest.approx(whole, abs=1e-12)
+    per_batch = [caption_scores({k: preds[k] for k in p}, {k: refs[k] for k in p}, with_meteor=False) for p in halves]
+    mean_of_batches = sum(s["CIDEr"] for s in per_batch) / 2
+    assert abs(mean_of_batches - whole) > 1e-3  # document frequencies depend on the whole set
+
+
+def test_duplicate_ids_from_padded_samplers_are_scored_once():
+    refs = {"1": ["a red circle on the left"], "2": ["a big blue square"]}
+    metric = CaptionMetric(with_meteor=False)
+    metric.update(["1", "2"], ["a red circle on the left", "a blue square"], [refs["1"], refs["2"]])
+    metric.update(["1"], ["a red circle on the left"], [refs["1"]])
+    assert metric.compute() == caption_scores({"1": "a red circle on the left", "2": "a blue square"}, refs, False)
+
+
+def test_empty_prediction_scores_zero_and_keeps_alignment():
+    refs = {"1": ["a red circle on the left"], "2": ["a big blue square at the top"], "3": ["two green crosses"]}
+    good = {"1": "a red circle on the left", "2": "a big blue square at the top", "3": "two green crosses"}
+    with_empty = {**good, "2": ""}
+    full = caption_scores(good, refs, with_meteor=False)
+    partial = caption_scores(with_empty, refs, with_meteor=False)
+    assert partial["CIDEr"] < full["CIDEr"]
+    # the empty caption must not shift image 3's caption onto image 2 (one PTB line per caption)
+    assert caption_scores({"1": "", "2": "", "3": "two green crosses"}, refs, False)["CIDEr"] > 0
+
+
+def test_missing_prediction_is_an_error():
+    with pytest.raises(ValueError, match="no prediction"):
+        cider_score({"1": "a cat"}, {"1": ["a cat"], "2": ["a dog"]})
