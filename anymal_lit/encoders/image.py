@@ -72,6 +72,9 @@ class OpenCLIPImageEncoder(ModalityEncoder):
         pretrained: A pretrained tag or a local weights file (ignored with a ``local-dir:``/``hf-hub:`` name).
         model_config: Path to a custom architecture JSON, used instead of ``model_name``.
         max_grid: Largest tile grid per side for high-resolution images (1 = resize to one tile).
+        layer: Transformer block whose patch tokens are returned: -1 = the last (after the final LayerNorm), -2 =
+            the penultimate (LLaVA's choice: CLIP's contrastive loss only trains the class token of the last block,
+            so the penultimate patch tokens tend to keep more local detail).
         freeze: Keep the encoder frozen (AnyMAL freezes it in every stage).
     """
 
@@ -83,6 +86,7 @@ class OpenCLIPImageEncoder(ModalityEncoder):
         pretrained: str | None = None,
         model_config: str | None = None,
         max_grid: int = 1,
+        layer: int = -1,
         freeze: bool = True,
     ) -> None:
         super().__init__(freeze=freeze)
@@ -100,6 +104,10 @@ class OpenCLIPImageEncoder(ModalityEncoder):
         self.mean = tuple(float(m) for m in getattr(self.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
         self.std = tuple(float(s) for s in getattr(self.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
         self.max_grid = max_grid
+        depth = len(self.visual.transformer.resblocks)
+        if not -depth <= layer < depth:
+            raise ValueError(f"layer={layer} is outside the {depth} blocks of {model_name or model_config}")
+        self.layer = layer % depth
         self.apply_freeze()
 
     @staticmethod
@@ -118,11 +126,15 @@ class OpenCLIPImageEncoder(ModalityEncoder):
         return int(self.visual.transformer.width)
 
     def encode(self, pieces: torch.Tensor) -> torch.Tensor:
-        _, tokens = self.visual(pieces)
-        return tokens
+        if self.layer == len(self.visual.transformer.resblocks) - 1:
+            return self.visual(pieces)[1]
+        out = self.visual.forward_intermediates(
+            pieces, indices=[self.layer], stop_early=True, intermediates_only=True, output_fmt="NLC"
+        )
+        return out["image_intermediates"][0]
 
     def media_processor(self) -> ImageProcessor:
         return ImageProcessor(self.resolution, self.mean, self.std, self.max_grid)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), **self.source, "resolution": self.resolution, "max_grid": self.max_grid}
+        return {**super().fingerprint(), **self.source, "resolution": self.resolution, "max_grid": self.max_grid, "layer": self.layer}

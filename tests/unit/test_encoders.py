@@ -79,3 +79,20 @@ def test_missing_and_corrupt_images_name_the_file(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(MediaError, match="cannot be decoded: .*bad.png"):
         processor(str(tmp_path / "bad.png"))
+
+
+def test_penultimate_layer_tokens(tiny_world):
+    clip_dir = tiny_world / "models" / "tiny-clip"
+    last = OpenCLIPImageEncoder(model_name=f"local-dir:{clip_dir}")
+    penultimate = OpenCLIPImageEncoder(model_name=f"local-dir:{clip_dir}", layer=-2)
+    x = torch.randn(2, 3, last.resolution, last.resolution)
+    a, b = last(x), penultimate(x)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    # the penultimate block's patch tokens, computed by hand
+    v = last.visual
+    h = v._embeds(x)
+    for block in v.transformer.resblocks[:-1]:
+        h = block(h)
+    assert torch.allclose(b, h[:, 1:], atol=1e-5)
+    with pytest.raises(ValueError, match="outside"):
+        OpenCLIPImageEncoder(model_name=f"local-dir:{clip_dir}", layer=9)
