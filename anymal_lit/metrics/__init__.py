@@ -1,5 +1,24 @@
 """Benchmark metrics that reproduce the reference implementations (see each module for the rule it follows)."""
 
 from anymal_lit.metrics.caption import CaptionMetric, best_constant_cider, caption_scores, cider_score
+from anymal_lit.metrics.choice import (
+    circular_variants,
+    extract_choice,
+    mmbench_circular,
+    multiple_choice_accuracy,
+)
+from anymal_lit.metrics.vqa import normalize_answer, vqa_accuracy, vqa_scores
 
-__all__ = ["CaptionMetric", "best_constant_cider", "caption_scores", "cider_score"]
+__all__ = [
+    "CaptionMetric",
+    "best_constant_cider",
+    "caption_scores",
+    "cider_score",
+    "circular_variants",
+    "extract_choice",
+    "mmbench_circular",
+    "multiple_choice_accuracy",
+    "normalize_answer",
+    "vqa_accuracy",
+    "vqa_scores",
+]

@@ -41,6 +41,9 @@ class PerceiverResampler(Projector):
         dim: Width of the latents (default ``in_dim``).
         num_heads: Attention heads (must divide ``dim``).
         ff_mult: Feed-forward expansion factor.
+        num_input_positions: Add a learned position embedding to the first ``num_input_positions`` encoder tokens
+            (None: off, as in Flamingo). Attention over the encoder tokens is order-blind, so without it the
+            latents only see where a patch is if the frozen encoder kept that in its features.
         output_norm: Normalise the output tokens (see :class:`Projector`).
     """
 
@@ -53,6 +56,7 @@ class PerceiverResampler(Projector):
         dim: int | None = None,
         num_heads: int = 8,
         ff_mult: int = 4,
+        num_input_positions: int | None = None,
         output_norm: bool = True,
     ) -> None:
         super().__init__(in_dim, out_dim, output_norm)
@@ -60,6 +64,9 @@ class PerceiverResampler(Projector):
         self.num_latents = num_latents
         self.input_proj = nn.Linear(in_dim, width) if width != in_dim else nn.Identity()
         self.latents = nn.Parameter(torch.randn(num_latents, width) * 0.02)
+        self.input_positions = (
+            nn.Parameter(torch.randn(num_input_positions, width) * 0.02) if num_input_positions else None
+        )
         self.blocks = nn.ModuleList(ResamplerBlock(width, num_heads, ff_mult) for _ in range(num_layers))
         self.norm = nn.LayerNorm(width)
         self.output_proj = nn.Linear(width, out_dim)
@@ -69,6 +76,11 @@ class PerceiverResampler(Projector):
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         media = self.input_proj(features)  # [P, N, W]
+        if self.input_positions is not None:
+            n = media.shape[1]
+            if n > self.input_positions.shape[0]:
+                raise ValueError(f"{n} encoder tokens but only {self.input_positions.shape[0]} input positions")
+            media = media + self.input_positions[:n]
         latents = self.latents.unsqueeze(0).expand(media.shape[0], -1, -1)  # [P, K, W]
         for block in self.blocks:
             latents = block(media, latents)
