@@ -3,6 +3,7 @@
 from anymal_lit.data.chat import ChatTokenizer
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator
 from anymal_lit.data.datamodule import ConversationDataModule, ImageTextDataModule
+from anymal_lit.data.preference import PreferenceDataModule, PreferenceDataset
 from anymal_lit.data.records import Record, RecordError, read_records
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "ConversationDataset",
     "ImageTextDataModule",
     "PaddingCollator",
+    "PreferenceDataModule",
+    "PreferenceDataset",
     "Record",
     "RecordError",
     "read_records",

@@ -1,0 +1,120 @@
+"""Preference data for DPO: a prompt (any media), a chosen and a rejected response.
+
+One JSON object per line, the conversation without its final answer plus the two candidates::
+
+    {"id": "p1", "image": "images/1.png",
+     "conversations": [{"from": "human", "value": "<image>\\nDescribe the picture."}],
+     "chosen": "a large red circle on the left", "rejected": "a large blue circle on the left"}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from anymal_lit.data.collate import ConversationDataset, PaddingCollator, Sample
+from anymal_lit.data.datamodule import ConversationDataModule
+from anymal_lit.data.records import Record, RecordError
+
+
+def check_preference(record: Record) -> None:
+    """Chosen and rejected must be non-empty strings that differ."""
+    chosen, rejected = record.extra.get("chosen"), record.extra.get("rejected")
+    if not isinstance(chosen, str) or not chosen.strip():
+        raise RecordError(f"{record.where()}: empty or missing 'chosen' response")
+    if not isinstance(rejected, str) or not rejected.strip():
+        raise RecordError(f"{record.where()}: empty or missing 'rejected' response")
+    if chosen.strip() == rejected.strip():
+        raise RecordError(f"{record.where()}: 'chosen' and 'rejected' are identical")
+    if record.messages[-1]["role"] == "assistant":
+        raise RecordError(f"{record.where()}: the conversation must end before the response (given as chosen/rejected)")
+
+
+def with_response(record: Record, response: str) -> Record:
+    messages = [*record.messages, {"role": "assistant", "content": response}]
+    return Record(record.id, messages, record.media, record.source, record.extra)
+
+
+class PreferenceDataset(ConversationDataset):
+    """Each item is ``(chosen_sample, rejected_sample)``: the same prompt and media with either response."""
+
+    def __getitem__(self, index: int) -> tuple[Sample, Sample] | None:
+        record = self.records[index]
+        try:
+            check_preference(record)
+        except RecordError:
+            if not self.skip_bad_records:
+                raise
+            return None
+        pair = []
+        for key in ("chosen", "rejected"):
+            self.records[index] = with_response(record, record.extra[key])
+            try:
+                sample = super().__getitem__(index)
+            finally:
+                self.records[index] = record
+            if sample is None:
+                return None
+            pair.append(sample)
+        return pair[0], pair[1]
+
+
+@dataclass
+class PreferenceCollator:
+    """Collates pairs into one padded batch: rows ``[:n]`` are the chosen responses, rows ``[n:]`` the rejected."""
+
+    pad_token_id: int
+
+    def __call__(self, pairs: list[tuple[Sample, Sample] | None]) -> dict[str, Any]:
+        kept = [p for p in pairs if p is not None]
+        if not kept:
+            return {"skipped": len(pairs)}
+        batch = PaddingCollator(self.pad_token_id)([c for c, _ in kept] + [r for _, r in kept])
+        batch["num_pairs"] = len(kept)
+        batch["skipped"] = len(pairs) - len(kept)
+        return batch
+
+
+class PreferenceDataModule(ConversationDataModule):
+    """Preference JSONL files (see module docstring) for :class:`~anymal_lit.stages.DPOStage`.
+
+    Records with empty or identical responses raise an error naming them, or are skipped and counted with
+    ``skip_bad_records``. Arguments as :class:`ConversationDataModule`.
+    """
+
+    def records(self, path: str, require_response: bool = True) -> list[Record]:
+        records = super().records(path, require_response=False)
+        good = []
+        for record in records:
+            try:
+                check_preference(record)
+                good.append(record)
+            except RecordError:
+                if not self.skip_bad_records:
+                    raise
+        if len(good) < len(records):
+            import logging
+
+            logging.getLogger(__name__).warning("%s: skipped %d bad preference records", path, len(records) - len(good))
+        return good
+
+    def dataset(self, path: str, generation: bool = False) -> ConversationDataset:
+        base = super().dataset(path, generation)
+        if generation:
+            return base
+        return PreferenceDataset(base.records, base.chat, base.processors, False, base.skip_bad_records)
+
+    def dataloader(self, path: str, batch_size: int, shuffle: bool = False, generation: bool = False) -> DataLoader:
+        loader = super().dataloader(path, batch_size, shuffle, generation)
+        if generation:
+            return loader
+        return DataLoader(
+            loader.dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=PreferenceCollator(self.tokenizer.pad_token_id),
+        )

@@ -1,0 +1,71 @@
+"""Stage 2, multimodal instruction tuning: projectors + LoRA, NEFTune, assistant-only loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anymal_lit.models.anymal import AnyMALModel
+from anymal_lit.models.lora import add_lora, save_lora
+from anymal_lit.stages.base import AnyMALStage
+
+
+class SFTStage(AnyMALStage):
+    """Instruction tuning as AnyMAL section 3.2: the projectors and LoRA adapters on every linear layer of the LLM
+    train on ``[<instruction> <modality tokens>] -> response`` conversations (loss on assistant turns only).
+
+    NEFTune (Jain et al., 2023) adds ``alpha / sqrt(L * d) * U(-1, 1)`` noise to the *text* token embeddings during
+    training (L = text tokens of the row, d = hidden size); the projected modality tokens get none, following the
+    paper's wording that applies NEFTune to the language model's embeddings. Schedule: linear warm-up (paper: 40
+    steps), then cosine decay to 10 % of the peak LR (paper: 5e-5).
+
+    Args:
+        model: The AnyMAL model.
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps.
+        min_lr_ratio: Final LR as a fraction of the peak (cosine decay).
+        init_from: Export of the alignment stage (projectors) or of an earlier SFT run (projectors + LoRA).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (scale = alpha / r).
+        lora_dropout: Dropout on the LoRA branch.
+        lora_target_modules: peft ``target_modules`` (``all-linear``: every linear layer but the output head).
+        neftune_alpha: NEFTune noise strength (0 disables it).
+        train_projectors: Keep training the projectors (the paper does).
+    """
+
+    stage_name = "sft"
+
+    def __init__(
+        self,
+        model: AnyMALModel,
+        lr: float = 5e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 40,
+        min_lr_ratio: float = 0.1,
+        init_from: str | None = None,
+        lora_r: int = 8,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        lora_target_modules: str | list[str] = "all-linear",
+        neftune_alpha: float = 10.0,
+        train_projectors: bool = True,
+    ) -> None:
+        self.lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout, "target_modules": lora_target_modules}
+        self.train_projectors = train_projectors
+        super().__init__(model, lr, weight_decay, betas, warmup_steps, min_lr_ratio, init_from)
+        self.model.neftune_alpha = neftune_alpha
+
+    def configure_trainable(self) -> None:
+        add_lora(self.model.llm, **self.lora)
+        self.model.requires_grad_(False)
+        self.model.projectors.requires_grad_(self.train_projectors)
+        for name, param in self.model.llm.model.named_parameters():
+            param.requires_grad_("lora_" in name and ".default." in name)
+        self.model.llm.frozen = False  # adapters train, so dropout inside them follows train/eval
+
+    def write_export(self) -> None:
+        super().write_export()
+        if self.trainer.is_global_zero:
+            save_lora(self.model.llm, Path(self.export_dir()) / "lora")

@@ -1,0 +1,147 @@
+import json
+import math
+
+import lightning.pytorch as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from anymal_lit.data import ImageTextDataModule, PreferenceDataModule, RecordError
+from anymal_lit.losses import dpo_loss
+from anymal_lit.models.lora import REFERENCE_ADAPTER
+from anymal_lit.stages import AlignmentStage, DPOStage, SFTStage
+from tests.conftest import build_model
+
+
+def test_dpo_loss_is_log2_when_policy_equals_reference():
+    logps = torch.tensor([-12.0, -3.5, -40.0])
+    other = torch.tensor([-10.0, -7.0, -39.0])
+    for eps in (0.0, 0.05):
+        losses, chosen, rejected = dpo_loss(logps, other, logps, other, beta=0.1, label_smoothing=eps)
+        assert torch.allclose(losses, torch.full((3,), math.log(2)))
+        assert torch.equal(chosen, torch.zeros(3)) and torch.equal(rejected, torch.zeros(3))
+
+
+def test_dpo_loss_matches_the_cdpo_formula():
+    pc, pr, rc, rr = (torch.tensor([v], requires_grad=True) for v in (-5.0, -9.0, -6.0, -8.0))
+    losses, chosen, rejected = dpo_loss(pc, pr, rc, rr, beta=0.5, label_smoothing=0.05)
+    h = (-5 + 9) - (-6 + 8)
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    expected = -(0.95) * math.log(sig(0.5 * h)) - 0.05 * math.log(sig(-0.5 * h))
+    assert losses.item() == pytest.approx(expected)
+    assert chosen.item() == pytest.approx(0.5) and rejected.item() == pytest.approx(-0.5)
+    assert not chosen.requires_grad and losses.requires_grad
+
+
+def trainer(tmp_path, steps):
+    return L.Trainer(
+        max_steps=steps, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def align_export(tmp_path_factory, tiny_world):
+    tmp = tmp_path_factory.mktemp("align")
+    torch.manual_seed(0)
+    stage = AlignmentStage(build_model(tiny_world), lr=1e-2, warmup_steps=1)
+    dm = ImageTextDataModule(train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4)
+    trainer(tmp, 2).fit(stage, dm)
+    return tmp / "ckpt" / "export"
+
+
+@pytest.fixture(scope="module")
+def sft_export(tmp_path_factory, tiny_world, align_export):
+    tmp = tmp_path_factory.mktemp("sft")
+    torch.manual_seed(1)
+    stage = SFTStage(build_model(tiny_world), lr=1e-2, warmup_steps=1, init_from=str(align_export))
+    dm = ImageTextDataModule(train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4)
+    trainer(tmp, 2).fit(stage, dm)
+    return tmp / "ckpt" / "export"
+
+
+def test_sft_starts_from_the_alignment_export_and_trains_only_projectors_and_lora(tmp_path, tiny_world, align_export):
+    torch.manual_seed(7)
+    stage = SFTStage(build_model(tiny_world), lr=1e-2, warmup_steps=1, init_from=str(align_export))
+    from safetensors.torch import load_file
+
+    exported = load_file(str(align_export / "trainable.safetensors"))
+    own = dict(stage.model.named_parameters())
+    assert exported and all(torch.equal(own[k], v) for k, v in exported.items())  # bit for bit
+    trainable = {n for n, p in stage.model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable) and all("lora_" in n or n.startswith("projectors.") for n in trainable)
+    before = {k: v.clone() for k, v in stage.model.state_dict().items()}
+    dm = ImageTextDataModule(train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4)
+    trainer(tmp_path, 2).fit(stage, dm)
+    after = stage.model.state_dict()
+    for key, value in before.items():
+        if "lora_" in key or key.startswith("projectors."):
+            continue
+        assert torch.equal(value, after[key]), f"frozen tensor changed: {key}"
+    assert any(not torch.equal(before[k], after[k]) for k in before if "lora_B" in k)
+    assert (tmp_path / "ckpt/export/lora/adapter_model.safetensors").is_file()
+
+
+def test_neftune_noises_text_embeddings_only_in_training(tiny_world):
+    stage = SFTStage(build_model(tiny_world), neftune_alpha=10.0)
+    model = stage.model
+    embeds = torch.zeros(2, 5, 128)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    noisy = model._neftune(embeds, mask)
+    bound = 10.0 / math.sqrt(5 * 128)
+    assert 0 < noisy.abs().max() <= bound + 1e-7
+
+
+def preference_file(world, tmp_path, bad=None):
+    rows = []
+    for line in (world / "image_caption_val.jsonl").read_text().splitlines()[:8]:
+        rec = json.loads(line)
+        caption = rec["conversations"][-1]["value"]
+        wrong = caption + " and a big red cross"  # a hallucinated object
+        rows.append({"id": rec["id"], "image": str(world / rec["image"]), "conversations": rec["conversations"][:1],
+                     "chosen": caption, "rejected": wrong})  # fmt: skip
+    if bad:
+        rows[0].update(bad)
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("reference", ["adapter", "precomputed"])
+def test_dpo_starts_at_log2_and_keeps_the_reference_frozen(tmp_path, tiny_world, sft_export, reference):
+    torch.manual_seed(3)
+    stage = DPOStage(build_model(tiny_world), lr=1e-2, warmup_steps=1, init_from=str(sft_export),
+                     label_smoothing=0.0, reference=reference)  # fmt: skip
+    dm = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path)), batch_size=4)
+    stage.model.llm.model.eval()
+    losses = []
+    original = stage._dpo_step
+
+    def record(batch, split):
+        loss = original(batch, split)
+        losses.append(loss.item())
+        return loss
+
+    stage._dpo_step = record
+    ref_before = {n: p.clone() for n, p in stage.model.llm.model.named_parameters() if f".{REFERENCE_ADAPTER}." in n}
+    trainer(tmp_path, 3).fit(stage, dm)
+    # first step: policy == reference (LoRA dropout aside), so the loss is log 2
+    assert losses[0] == pytest.approx(math.log(2), abs=2e-2)
+    assert len(losses) == 3
+    for name, value in ref_before.items():
+        assert torch.equal(value, dict(stage.model.llm.model.named_parameters())[name])
+    if reference == "precomputed":
+        assert (tmp_path / "ckpt/export/reference_logps.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [({"chosen": ""}, "empty or missing 'chosen'"), ({"rejected": None}, "'rejected'"), ({"rejected": "same", "chosen": "same"}, "identical")],
+)
+def test_bad_preference_records(tmp_path, tiny_world, bad, message):
+    dm = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path, bad)))
+    with pytest.raises(RecordError, match=message):
+        dm.records(dm.files["train"])
+    skipping = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path, bad)), skip_bad_records=True)
+    assert len(skipping.records(skipping.files["train"])) == 7
