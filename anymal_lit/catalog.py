@@ -50,7 +50,9 @@ def describe(cls: type) -> str:
         if name in ("self", "args", "kwargs"):
             continue
         default = "" if param.default is inspect.Parameter.empty else f" = {param.default!r}"
-        annotation = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
+        annotation = (
+            param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
+        )
         lines.append(f"      {name}: {annotation}{default}")
     return "\n".join(lines)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.toyworld import WorldSpec, build_world
-from anymal_lit.toyworld.report import image_caption_report
+from anymal_lit.toyworld.report import image_caption_report, qa_blind_baseline
 
 log = logging.getLogger(__name__)
 
-STEPS = (("align", "align_image.yaml"),)
+STEPS = (("align", "align_image.yaml"), ("sft", "sft_image.yaml"), ("dpo", "dpo_image.yaml"))
 """(stage, experiment YAML) in the order the demo runs them."""
 
 
@@ -37,15 +37,22 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
         scorecard.unlink()
     build_world(world, WorldSpec())
     world_seconds = time.time() - start
-    for _, yaml in STEPS:
+    stage_seconds = {}
+    for stage, yaml in STEPS:
+        t0 = time.time()
         run_cli("fit", "-c", str(Path(experiments) / yaml))
+        stage_seconds[stage] = time.time() - t0
     predictions = out_dir / "predictions"
     extras = image_caption_report(
         world, predictions / "align_image_caption.json", predictions / "align_image_caption_before.json"
     )
-    card = update_scorecard(scorecard, "align", "image_caption", extras)
+    update_scorecard(scorecard, "align", "image_caption", extras)
+    blind = qa_blind_baseline(world)
+    for stage in ("sft", "dpo"):
+        card = update_scorecard(scorecard, stage, "vqa", blind)
     card["wall_seconds"] = time.time() - start
     card["world_seconds"] = world_seconds
+    card["stage_seconds"] = stage_seconds
     scorecard.write_text(json.dumps(card, indent=2, sort_keys=True))
     print(render_scorecard(card))
     print(f"scorecard: {scorecard}")

@@ -30,7 +30,134 @@ def read_coco_references(path: str | Path) -> dict[str, list[str]]:
     return refs
 
 
-class CaptionEvalCallback(L.Callback):
+class GenerationEvalCallback(L.Callback):
+    """Shared machinery: generate for a JSONL set before fit, every N epochs and on validate; score; report.
+
+    Subclasses implement :meth:`new_metric` (an object with ``update(ids, predictions)``, ``compute()`` and
+    ``gathered()`` that gathers across processes).
+    """
+
+    def __init__(
+        self,
+        data: str,
+        name: str,
+        every_n_epochs: int,
+        before_fit: bool,
+        batch_size: int,
+        max_new_tokens: int,
+        limit: int | None,
+        num_logged_samples: int,
+        scorecard: str | None,
+        predictions_dir: str | None,
+    ) -> None:
+        self.data = data
+        self.name = name
+        self.every_n_epochs = every_n_epochs
+        self.before_fit = before_fit
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.limit = limit
+        self.num_logged_samples = num_logged_samples
+        self.scorecard = scorecard
+        self.predictions_dir = predictions_dir
+        self.last_scores: dict[str, float] = {}
+        self.references: dict[str, list[str]] = {}
+
+    def new_metric(self) -> Any:
+        raise NotImplementedError
+
+    def update(self, metric: Any, ids: list[str], texts: list[str]) -> None:
+        metric.update(ids, texts)
+
+    # ---- hooks ---------------------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.before_fit:
+            scores = self.evaluate(trainer, pl_module, suffix="_before")
+            if trainer.logger is not None:
+                trainer.logger.log_metrics({f"val/{self.name}/{k}": v for k, v in scores.items()}, step=0)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        fitting = trainer.state.fn == "fit"
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0 and not last_epoch:
+            return
+        scores = self.evaluate(trainer, pl_module, suffix="")
+        for key, value in scores.items():
+            pl_module.log(f"val/{self.name}/{key}", value, rank_zero_only=False)
+
+    # ---- evaluation ----------------------------------------------------------------------------------------------
+    def _loader(self, trainer: L.Trainer) -> DataLoader:
+        datamodule = trainer.datamodule
+        loader = datamodule.dataloader(self.data, self.batch_size, generation=True)
+        dataset = loader.dataset
+        indices = list(range(len(dataset) if self.limit is None else min(self.limit, len(dataset))))
+        # each process takes every world_size-th record; the metric gathers them all before scoring
+        shard = Subset(dataset, indices[trainer.global_rank :: trainer.world_size])
+        return DataLoader(shard, batch_size=self.batch_size, collate_fn=loader.collate_fn, num_workers=0)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, suffix: str = "") -> dict[str, float]:
+        """Generate, score and report; returns lower-case metric names (with ``suffix``) -> score."""
+        was_training = pl_module.training
+        pl_module.eval()
+        metric = self.new_metric()
+        predictions: dict[str, str] = {}
+        loader = self._loader(trainer)
+        bar = tqdm(loader, desc=f"{self.name}: generating", leave=False, disable=not trainer.is_global_zero)
+        for batch in bar:
+            if "input_ids" not in batch:
+                continue
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            texts = pl_module.model.generate(batch, max_new_tokens=self.max_new_tokens)
+            self.update(metric, [str(r) for r in batch["ids"]], texts)
+            predictions.update(zip(map(str, batch["ids"]), texts))
+        all_predictions, _ = metric.gathered()
+        raw = metric.compute()
+        pl_module.train(was_training)
+        scores = {f"{k.lower()}{suffix}": v for k, v in raw.items()}
+        self.last_scores.update(scores)
+        self._report(trainer, pl_module, scores, all_predictions, suffix)
+        return scores
+
+    @rank_zero_only
+    def _report(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        scores: dict[str, float],
+        predictions: dict[str, str],
+        suffix: str,
+    ) -> None:
+        stage = getattr(pl_module, "stage_name", "eval")
+        rank_zero_info(f"{stage} {self.name}{suffix}: { {k: round(v, 4) for k, v in scores.items()} }")
+        out_dir = Path(self.predictions_dir or trainer.log_dir or trainer.default_root_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{stage}_{self.name}{suffix}.json").write_text(json.dumps(predictions, indent=1))
+        if self.scorecard:
+            update_scorecard(self.scorecard, stage, self.name, scores)
+        self._log_samples(trainer, predictions, suffix)
+
+    def _log_samples(self, trainer: L.Trainer, predictions: dict[str, str], suffix: str) -> None:
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_text"):
+            return
+        records = {r.id: r for r in trainer.datamodule.records(self.data, require_response=False)}
+        for i, (rid, text) in enumerate(list(predictions.items())[: self.num_logged_samples]):
+            tag = f"samples/{self.name}{suffix}/{i}"
+            refs = "<br>".join(self.references.get(rid, []))
+            experiment.add_text(
+                tag, f"**id** {rid}<br>**prediction** {text}<br>**references** {refs}", trainer.global_step
+            )
+            images = [path for modality, path in records[rid].media if modality == "image"] if rid in records else []
+            if images:
+                with Image.open(images[0]) as img:
+                    pixels = np.asarray(img.convert("RGB"))
+                experiment.add_image(tag, pixels, trainer.global_step, dataformats="HWC")
+
+
+class CaptionEvalCallback(GenerationEvalCallback):
     """Generates captions for a JSONL set and scores them against COCO-format references.
 
     Runs before training (scores suffixed ``_before``: the untrained projector), every ``every_n_epochs`` epochs
@@ -69,104 +196,18 @@ class CaptionEvalCallback(L.Callback):
         scorecard: str | None = None,
         predictions_dir: str | None = None,
     ) -> None:
-        self.data = data
+        super().__init__(
+            data, name, every_n_epochs, before_fit, batch_size, max_new_tokens, limit, num_logged_samples,
+            scorecard, predictions_dir,
+        )  # fmt: skip
         self.references = read_coco_references(references)
-        self.name = name
-        self.every_n_epochs = every_n_epochs
-        self.before_fit = before_fit
-        self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
-        self.limit = limit
-        self.num_logged_samples = num_logged_samples
         self.with_meteor = with_meteor
-        self.scorecard = scorecard
-        self.predictions_dir = predictions_dir
-        self.last_scores: dict[str, float] = {}
 
-    # ---- hooks ---------------------------------------------------------------------------------------------------
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.before_fit:
-            scores = self.evaluate(trainer, pl_module, suffix="_before")
-            if trainer.logger is not None:
-                trainer.logger.log_metrics({f"val/{self.name}/{k}": v for k, v in scores.items()}, step=0)
+    def new_metric(self) -> CaptionMetric:
+        return CaptionMetric(with_meteor=self.with_meteor)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        fitting = trainer.state.fn == "fit"
-        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        if fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0 and not last_epoch:
-            return
-        scores = self.evaluate(trainer, pl_module, suffix="")
-        for key, value in scores.items():
-            pl_module.log(f"val/{self.name}/{key}", value, rank_zero_only=False)
-
-    # ---- evaluation ----------------------------------------------------------------------------------------------
-    def _loader(self, trainer: L.Trainer) -> DataLoader:
-        datamodule = trainer.datamodule
-        loader = datamodule.dataloader(self.data, self.batch_size, generation=True)
-        dataset = loader.dataset
-        indices = list(range(len(dataset) if self.limit is None else min(self.limit, len(dataset))))
-        # each process takes every world_size-th record; the metric gathers them all before scoring
-        shard = Subset(dataset, indices[trainer.global_rank :: trainer.world_size])
-        return DataLoader(shard, batch_size=self.batch_size, collate_fn=loader.collate_fn, num_workers=0)
-
-    @torch.no_grad()
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, suffix: str = "") -> dict[str, float]:
-        """Generate, score and report; returns lower-case metric names (with ``suffix``) -> score."""
-        was_training = pl_module.training
-        pl_module.eval()
-        metric = CaptionMetric(with_meteor=self.with_meteor)
-        predictions: dict[str, str] = {}
-        loader = self._loader(trainer)
-        bar = tqdm(loader, desc=f"{self.name}: generating", leave=False, disable=not trainer.is_global_zero)
-        for batch in bar:
-            if "input_ids" not in batch:
-                continue
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            texts = pl_module.model.generate(batch, max_new_tokens=self.max_new_tokens)
-            missing = [rid for rid in batch["ids"] if str(rid) not in self.references]
-            if missing:
-                raise KeyError(f"{self.data}: records {missing[:3]} have no references in the COCO file")
-            metric.update(batch["ids"], texts, [self.references[str(r)] for r in batch["ids"]])
-            predictions.update(zip(map(str, batch["ids"]), texts))
-        all_predictions, _ = metric.gathered()
-        raw = metric.compute()
-        pl_module.train(was_training)
-        scores = {f"{k.lower()}{suffix}": v for k, v in raw.items()}
-        self.last_scores.update(scores)
-        self._report(trainer, pl_module, scores, all_predictions, suffix)
-        return scores
-
-    @rank_zero_only
-    def _report(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        scores: dict[str, float],
-        predictions: dict[str, str],
-        suffix: str,
-    ) -> None:
-        stage = getattr(pl_module, "stage_name", "eval")
-        rank_zero_info(f"{stage} {self.name}{suffix}: { {k: round(v, 4) for k, v in scores.items()} }")
-        out_dir = Path(self.predictions_dir or trainer.log_dir or trainer.default_root_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{stage}_{self.name}{suffix}.json").write_text(json.dumps(predictions, indent=1))
-        if self.scorecard:
-            update_scorecard(self.scorecard, stage, self.name, scores)
-        self._log_samples(trainer, predictions, suffix)
-
-    def _log_samples(self, trainer: L.Trainer, predictions: dict[str, str], suffix: str) -> None:
-        experiment = getattr(trainer.logger, "experiment", None)
-        if experiment is None or not hasattr(experiment, "add_text"):
-            return
-        records = {r.id: r for r in trainer.datamodule.records(self.data, require_response=False)}
-        for i, (rid, text) in enumerate(list(predictions.items())[: self.num_logged_samples]):
-            tag = f"samples/{self.name}{suffix}/{i}"
-            refs = "<br>".join(self.references.get(rid, []))
-            experiment.add_text(tag, f"**id** {rid}<br>**prediction** {text}<br>**references** {refs}", trainer.global_step)
-            images = [path for modality, path in records[rid].media if modality == "image"] if rid in records else []
-            if images:
-                with Image.open(images[0]) as img:
-                    pixels = np.asarray(img.convert("RGB"))
-                experiment.add_image(tag, pixels, trainer.global_step, dataformats="HWC")
+    def update(self, metric: Any, ids: list[str], texts: list[str]) -> None:
+        missing = [rid for rid in ids if rid not in self.references]
+        if missing:
+            raise KeyError(f"{self.data}: records {missing[:3]} have no references in the COCO file")
+        metric.update(ids, texts, [self.references[r] for r in ids])

@@ -105,7 +105,9 @@ class PaddingCollator:
             "index": torch.tensor([s["index"] for s in kept]),
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "media": {m: {"pieces": torch.cat(g["pieces"]), "counts": torch.tensor(g["counts"])} for m, g in media.items()},
+            "media": {
+                m: {"pieces": torch.cat(g["pieces"]), "counts": torch.tensor(g["counts"])} for m, g in media.items()
+            },
             "skipped": len(samples) - len(kept),
         }
         if kept[0]["labels"] is not None:

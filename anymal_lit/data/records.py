@@ -138,7 +138,9 @@ def read_records(
                     raise
                 skipped.append(str(err))
     if skipped:
-        log.warning("%s: skipped %d of %d records; first: %s", path, len(skipped), len(records) + len(skipped), skipped[0])
+        log.warning(
+            "%s: skipped %d of %d records; first: %s", path, len(skipped), len(records) + len(skipped), skipped[0]
+        )
     if not records:
         raise RecordError(f"{path}: no usable records")
     return records

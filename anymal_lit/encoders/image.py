@@ -137,4 +137,10 @@ class OpenCLIPImageEncoder(ModalityEncoder):
         return ImageProcessor(self.resolution, self.mean, self.std, self.max_grid)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), **self.source, "resolution": self.resolution, "max_grid": self.max_grid, "layer": self.layer}
+        return {
+            **super().fingerprint(),
+            **self.source,
+            "resolution": self.resolution,
+            "max_grid": self.max_grid,
+            "layer": self.layer,
+        }

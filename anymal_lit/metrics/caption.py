@@ -52,7 +52,9 @@ def caption_scores(
     if empty_refs:
         raise ValueError(f"images without reference captions, e.g. {empty_refs[:3]}")
     # one tokenizer run for both sides (the toolkit runs it twice; tokenization is per caption, so equal)
-    tokens = _ptb_tokenize({**{f"r{k}": v for k, v in references.items()}, **{f"p{k}": [predictions[k]] for k in references}})
+    tokens = _ptb_tokenize(
+        {**{f"r{k}": v for k, v in references.items()}, **{f"p{k}": [predictions[k]] for k in references}}
+    )
     gts = {k: tokens[f"r{k}"] for k in references}
     res = {k: tokens[f"p{k}"] for k in references}
     scores: dict[str, float] = {}

@@ -121,3 +121,45 @@ def vqa_scores(
             by_type.setdefault(kind, []).append(acc)
         out.update({f"type/{k}": round(100 * sum(v) / len(v), 2) for k, v in sorted(by_type.items())})
     return out
+
+
+class VQAMetric:
+    """Collects (id, prediction, answers) on each process; ``compute`` gathers them all and scores once.
+
+    Returns fractions in [0, 1]: ``vqa_official`` (the official rule), ``vqa_always`` (lmms-eval's), and
+    ``exact_match`` (normalised prediction equals the most common normalised answer).
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, list[str]]] = []
+
+    def update(self, ids: list[str], predictions: list[str], answers: list[list[str]]) -> None:
+        self.rows += list(zip(ids, predictions, answers))
+
+    def gathered(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        import torch.distributed as dist
+
+        rows = self.rows
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, rows)
+            rows = [r for part in parts for r in part]
+        predictions, answers = {}, {}
+        for rid, pred, ans in rows:
+            predictions.setdefault(rid, pred)
+            answers.setdefault(rid, ans)
+        return predictions, answers
+
+    def compute(self) -> dict[str, float]:
+        predictions, answers = self.gathered()
+        if not predictions:
+            raise ValueError("VQAMetric.compute() called before any update()")
+        ids = sorted(predictions)
+        official = [vqa_accuracy(predictions[i], answers[i]) for i in ids]
+        always = [vqa_accuracy(predictions[i], answers[i], normalize="always") for i in ids]
+        exact = []
+        for i in ids:
+            normalised = [normalize_answer(a) for a in answers[i]]
+            exact.append(normalize_answer(predictions[i]) == max(set(normalised), key=normalised.count))
+        n = len(ids)
+        return {"vqa_official": sum(official) / n, "vqa_always": sum(always) / n, "exact_match": sum(exact) / n}

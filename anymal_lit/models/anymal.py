@@ -53,7 +53,9 @@ class AnyMALModel(nn.Module):
     ) -> None:
         super().__init__()
         if set(encoders) != set(projectors):
-            raise ValueError(f"encoders {sorted(encoders)} and projectors {sorted(projectors)} name different modalities")
+            raise ValueError(
+                f"encoders {sorted(encoders)} and projectors {sorted(projectors)} name different modalities"
+            )
         for name, encoder in encoders.items():
             projector = projectors[name]
             if name not in llm.placeholder_ids:
@@ -64,7 +66,9 @@ class AnyMALModel(nn.Module):
                     f"outputs {encoder.output_dim} features"
                 )
             if projector.out_dim != llm.hidden_size:
-                raise ValueError(f"projector {name!r} has out_dim={projector.out_dim}, LLM hidden size is {llm.hidden_size}")
+                raise ValueError(
+                    f"projector {name!r} has out_dim={projector.out_dim}, LLM hidden size is {llm.hidden_size}"
+                )
             if match_embedding_rms:
                 projector.match_output_rms(llm.embedding_rms())
         self.llm = llm
@@ -113,7 +117,9 @@ class AnyMALModel(nn.Module):
             for pos in torch.isin(ids, placeholder_ids).nonzero().squeeze(-1).tolist():
                 name = id_to_modality[int(ids[pos])]
                 if name not in media_tokens or next_item[name] >= len(media_tokens[name]):
-                    raise ValueError(f"record {self._record_id(batch, r)}: more <{name}> placeholders than {name} items")
+                    raise ValueError(
+                        f"record {self._record_id(batch, r)}: more <{name}> placeholders than {name} items"
+                    )
                 tokens = media_tokens[name][next_item[name]].to(row_e.dtype)
                 next_item[name] += 1
                 pieces_e += [row_e[start:pos], tokens]
@@ -125,7 +131,9 @@ class AnyMALModel(nn.Module):
                 rows_l.append(torch.cat([*pieces_l, row_l[start:]]))
         for name, used in next_item.items():
             if used != len(media_tokens[name]):
-                raise ValueError(f"batch {batch.get('ids')}: {len(media_tokens[name])} {name} items, {used} placeholders")
+                raise ValueError(
+                    f"batch {batch.get('ids')}: {len(media_tokens[name])} {name} items, {used} placeholders"
+                )
         return self._pad(rows_e, rows_l if labels is not None else None, padding_side, batch)
 
     def _pad(

@@ -75,7 +75,9 @@ class CausalLM(nn.Module):
     def _register_placeholders(self, placeholders: dict[str, str]) -> dict[str, int]:
         missing = [tok for tok in placeholders.values() if tok not in self.tokenizer.get_vocab()]
         if missing:
-            self.tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+            self.tokenizer.add_special_tokens(
+                {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+            )
         if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
             self.model.resize_token_embeddings(len(self.tokenizer))
         return {modality: self.tokenizer.convert_tokens_to_ids(tok) for modality, tok in placeholders.items()}

@@ -18,7 +18,9 @@ def add_lora(
     """Wrap ``llm.model`` in a peft ``PeftModel`` with a trainable ``default`` LoRA adapter (idempotent)."""
     if isinstance(llm.model, PeftModel):
         return llm.model
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM"
+    )
     llm.model = get_peft_model(llm.model, config)
     return llm.model
 

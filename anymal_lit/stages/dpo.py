@@ -81,6 +81,7 @@ class DPOStage(SFTStage):
             train_projectors=train_projectors,
         )  # fmt: skip
         self.beta, self.label_smoothing, self.reference = beta, label_smoothing, reference
+        self.final_lr_ratio = final_lr_ratio
         self.reference_logps: dict[str, tuple[float, float]] = {}
         self.reference_projectors = None
         if reference == "adapter":
@@ -90,7 +91,7 @@ class DPOStage(SFTStage):
             self.configure_trainable()
 
     def lr_multiplier(self, step: int, total_steps: int) -> float:
-        warmup, final = self.hparams.warmup_steps, self.hparams.min_lr_ratio
+        warmup, final = self.hparams.warmup_steps, self.final_lr_ratio
         if step < warmup:
             return (step + 1) / max(1, warmup)
         return 1.0 - (1.0 - final) * min(1.0, (step - warmup) / max(1, total_steps - warmup))

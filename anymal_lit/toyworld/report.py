@@ -34,3 +34,29 @@ def image_caption_report(world: str | Path, predictions: str | Path, predictions
     out["cider_constant"] = score
     out["constant_caption"] = caption
     return out
+
+
+def qa_blind_baseline(world: str | Path) -> dict:
+    """Exact match of a blind (no-media) answerer: the most common training answer for each question form."""
+    world = Path(world)
+
+    def form(question: str) -> str:
+        # the question with its colour/shape words kept: what a text-only model can condition on
+        return question.split("\n")[-1]
+
+    by_form: dict[str, dict[str, int]] = {}
+    for line in (world / "image_sft_train.jsonl").open():
+        rec = json.loads(line)
+        if "answers" not in rec:
+            continue
+        counts = by_form.setdefault(form(rec["conversations"][0]["value"]), {})
+        answer = rec["conversations"][-1]["value"]
+        counts[answer] = counts.get(answer, 0) + 1
+    hits = total = 0
+    for line in (world / "image_sft_val.jsonl").open():
+        rec = json.loads(line)
+        counts = by_form.get(form(rec["conversations"][0]["value"]), {})
+        guess = max(counts, key=counts.get) if counts else ""
+        hits += guess == rec["conversations"][-1]["value"]
+        total += 1
+    return {"blind_exact_match": hits / max(1, total)}

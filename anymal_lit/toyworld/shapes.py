@@ -169,6 +169,34 @@ def attribute_accuracy(predictions: dict[str, str], scenes: dict[str, Scene]) ->
             if i < len(mentions):
                 for attr in ("colour", "shape", "size", "position"):
                     hits[attr] += mentions[i][attr] == getattr(obj, attr)
-    return {
-        f"{attr}_accuracy": hits[attr] / max(1, n_images if attr == "count" else n_objects) for attr in hits
-    }
+    return {f"{attr}_accuracy": hits[attr] / max(1, n_images if attr == "count" else n_objects) for attr in hits}
+
+
+def corrupt(scene: Scene, rng: np.random.Generator) -> Scene:
+    """A scene that differs from ``scene`` in one way: a wrong attribute, a hallucinated object or a wrong count."""
+    objects = list(scene.objects)
+    kind = rng.choice(["colour", "shape", "size", "hallucinate" if len(objects) == 1 else "drop"])
+    if kind == "hallucinate":
+        pos = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "center": "left"}[
+            objects[0].position
+        ]
+        colour = str(rng.choice([c for c in COLOURS if c != objects[0].colour]))
+        extra = ShapeObject(str(rng.choice(SHAPES)), colour, str(rng.choice(list(SIZES))), pos)
+        objects = sorted([*objects, extra], key=lambda o: list(POSITIONS).index(o.position))
+        return Scene(tuple(objects))
+    if kind == "drop":
+        return Scene((objects[int(rng.integers(len(objects)))],))
+    i = int(rng.integers(len(objects)))
+    obj = objects[i]
+    choices = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES)}[kind]
+    value = str(rng.choice([v for v in choices if v != getattr(obj, kind)]))
+    objects[i] = ShapeObject(**{**asdict(obj), kind: value})
+    return Scene(tuple(objects))
+
+
+def wrong_answer(answer: str, rng: np.random.Generator) -> str:
+    """A plausible but wrong short answer of the same kind."""
+    for pool in (list(COLOURS), list(SHAPES), list(SIZES), list(POSITIONS), list(COUNT_WORDS.values())):
+        if answer in pool:
+            return str(rng.choice([v for v in pool if v != answer]))
+    raise ValueError(f"unknown answer kind: {answer!r}")

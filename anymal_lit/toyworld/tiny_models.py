@@ -50,7 +50,9 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 800) -> PreTrainedTo
     )
 
 
-def tiny_lm_config(tokenizer: PreTrainedTokenizerFast, hidden: int = 128, layers: int = 4, heads: int = 4) -> LlamaConfig:
+def tiny_lm_config(
+    tokenizer: PreTrainedTokenizerFast, hidden: int = 128, layers: int = 4, heads: int = 4
+) -> LlamaConfig:
     """A small Llama. ``initializer_range`` ~0.9/sqrt(hidden): with the default 0.02 a tiny LM never learned to use
     its context in minutes of CPU training (DESIGN.md), and using context is what projected tokens rely on."""
     return LlamaConfig(
@@ -100,7 +102,9 @@ def pretrain_lm(
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     draw = _batches(ids, batch_size, steps, tokenizer.pad_token_id, np.random.default_rng(seed))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
     losses, start = [], time.time()
     model.train()
     for step in range(steps):

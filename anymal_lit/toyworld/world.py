@@ -18,7 +18,7 @@ from anymal_lit.toyworld.tiny_models import pretrain_lm, save_open_clip, tiny_cl
 
 log = logging.getLogger(__name__)
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 CLIP_MEAN = (0.5, 0.5, 0.5)
 CLIP_STD = (0.25, 0.25, 0.25)
 
@@ -104,6 +104,63 @@ def write_images(root: Path, spec: WorldSpec, rng: np.random.Generator) -> dict[
     return out
 
 
+def _conversation(prompt: str, answer: str | None = None) -> list[dict[str, str]]:
+    turns = [{"from": "human", "value": prompt}]
+    return turns + ([{"from": "gpt", "value": answer}] if answer is not None else [])
+
+
+def write_instructions(root: Path, rng: np.random.Generator) -> None:
+    """SFT conversations (short-answer questions and captions) and preference pairs over the same pictures.
+
+    Val questions carry ``answers`` (10 copies of the true answer, VQAv2-style) for VQA accuracy; preference pairs
+    reject a caption with one wrong attribute, a hallucinated or missing object, or a wrong short answer.
+    """
+    for split in ("train", "val"):
+        scenes = json.loads((root / f"image_scenes_{split}.json").read_text())
+        sft, prefs = [], []
+        for rid, data in scenes.items():
+            scene = shapes.Scene.from_dict(data)
+            image = f"images/{split}/{int(rid):06d}.png"
+            qa = shapes.questions(scene, rng)
+            for j, (question, answer) in enumerate(qa[: 2 if split == "train" else 1]):
+                row = {
+                    "id": f"{rid}-q{j}",
+                    "image": image,
+                    "conversations": _conversation(f"<image>\n{question}", answer),
+                }
+                sft.append({**row, "answers": [answer] * 10, "question_type": question.split()[0].lower()})
+            if split == "train" and rng.random() < 0.5:
+                prompt = f"<image>\n{rng.choice(shapes.CAPTION_PROMPTS)}"
+                sft.append(
+                    {
+                        "id": f"{rid}-c",
+                        "image": image,
+                        "conversations": _conversation(prompt, shapes.caption(scene, rng)),
+                    }
+                )
+            template = int(rng.integers(len(shapes.CAPTION_PROMPTS)))
+            caption_rng = np.random.default_rng(rng.integers(1 << 31))
+            chosen = shapes.caption(scene, np.random.default_rng(caption_rng.integers(1 << 31)), template)
+            rejected = shapes.caption(
+                shapes.corrupt(scene, rng), np.random.default_rng(caption_rng.integers(1 << 31)), template
+            )
+            prompt = f"<image>\n{shapes.CAPTION_PROMPTS[0]}"
+            prefs.append(
+                {
+                    "id": f"{rid}-pc",
+                    "image": image,
+                    "conversations": _conversation(prompt),
+                    "chosen": chosen,
+                    "rejected": rejected,
+                }
+            )
+            question, answer = qa[-1]
+            prefs.append({"id": f"{rid}-pq", "image": image, "conversations": _conversation(f"<image>\n{question}"),
+                          "chosen": answer, "rejected": shapes.wrong_answer(answer, rng)})  # fmt: skip
+        _write_jsonl(root / f"image_sft_{split}.jsonl", sft)
+        _write_jsonl(root / f"image_preference_{split}.jsonl", prefs)
+
+
 def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = False) -> Path:
     """Generate the world under ``root`` (skipped when a world of the same spec is already there)."""
     root = Path(root)
@@ -117,6 +174,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
     rng = np.random.default_rng(spec.seed)
     start = time.time()
     rows = write_images(root, spec, rng)
+    write_instructions(root, rng)
     timings["images_s"] = time.time() - start
 
     start = time.time()

@@ -57,6 +57,29 @@ def test_every_shipped_yaml_parses(workdir):
 
 def test_list_shows_components_and_presets(workdir):
     out = cli("list", "--conf", str(REPO / "conf"), cwd=workdir).stdout
-    for name in ("OpenCLIPImageEncoder", "PerceiverResampler", "LinearProjector", "AlignmentStage", "ImageTextDataModule"):
+    for name in (
+        "OpenCLIPImageEncoder",
+        "PerceiverResampler",
+        "LinearProjector",
+        "AlignmentStage",
+        "ImageTextDataModule",
+    ):
         assert name in out
     assert "num_latents: int = 64" in out
+
+
+def test_three_stage_chain_through_the_cli(workdir):
+    """align -> SFT -> DPO, each stage loading the previous stage's export (short runs on the mini world)."""
+    quick = ["--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"]
+    for name, steps in (("align_image", "2"), ("sft_image", "2"), ("dpo_image", "2")):
+        yaml = str(REPO / "experiments" / "demo" / f"{name}.yaml")
+        cli("fit", "-c", yaml, "--trainer.max_steps", steps, "--model.init_args.warmup_steps", "1", *quick, cwd=workdir)
+        assert (workdir / f"runs/demo/{name}/checkpoints/export/trainable.safetensors").is_file()
+    card = json.loads((workdir / "runs/demo/scorecard.json").read_text())["stages"]
+    assert {"vqa_official", "exact_match", "vqa_official_before"} <= set(card["sft"]["vqa"])
+    assert {"accuracy_before", "accuracy", "reward_accuracy"} <= set(card["dpo"]["preference"])
+    assert "vqa_official" in card["dpo"]["vqa"]
+    lora = workdir / "runs/demo/dpo_image/checkpoints/export/lora/adapter_config.json"
+    assert lora.is_file()  # LoRA also exported in peft's own format
+    dpo_ckpt = torch.load(workdir / "runs/demo/dpo_image/checkpoints/last.ckpt", weights_only=False)
+    assert all("lora_" in k and ".default." in k for k in dpo_ckpt["state_dict"])  # projectors frozen, no reference

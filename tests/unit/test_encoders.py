@@ -14,7 +14,9 @@ from anymal_lit.encoders import ImageProcessor, MediaError, ModalityEncoder, Ope
 
 def build_encoder(cls: type[ModalityEncoder], world: Path) -> ModalityEncoder:
     """How to build each encoder from the tiny world; a new encoder adds one line here."""
-    builders = {OpenCLIPImageEncoder: lambda: OpenCLIPImageEncoder(model_name=f"local-dir:{world / 'models/tiny-clip'}")}
+    builders = {
+        OpenCLIPImageEncoder: lambda: OpenCLIPImageEncoder(model_name=f"local-dir:{world / 'models/tiny-clip'}")
+    }
     if cls not in builders:
         pytest.fail(f"no test builder for {cls.__name__}: add one to build_encoder")
     return builders[cls]()

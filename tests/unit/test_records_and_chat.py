@@ -81,7 +81,9 @@ def test_corrupt_image_fails_at_load_naming_file_and_record(image_dir, tiny_llm_
     chat = ChatTokenizer(AutoTokenizer.from_pretrained(tiny_llm_dir))
     proc = {"image": ImageProcessor(32, (0.5,) * 3, (0.5,) * 3)}
     dataset = ConversationDataset(read_records(path, PH), chat, proc)
-    with pytest.raises(RecordError, match=r"record 'bad' \(.*data.jsonl:2\): image file cannot be decoded: .*broken.png"):
+    with pytest.raises(
+        RecordError, match=r"record 'bad' \(.*data.jsonl:2\): image file cannot be decoded: .*broken.png"
+    ):
         dataset[1]
     skipping = ConversationDataset(read_records(path, PH), chat, proc, skip_bad_records=True)
     with caplog.at_level(logging.WARNING):

@@ -137,7 +137,11 @@ def test_dpo_starts_at_log2_and_keeps_the_reference_frozen(tmp_path, tiny_world,
 
 @pytest.mark.parametrize(
     ("bad", "message"),
-    [({"chosen": ""}, "empty or missing 'chosen'"), ({"rejected": None}, "'rejected'"), ({"rejected": "same", "chosen": "same"}, "identical")],
+    [
+        ({"chosen": ""}, "empty or missing 'chosen'"),
+        ({"rejected": None}, "'rejected'"),
+        ({"rejected": "same", "chosen": "same"}, "identical"),
+    ],
 )
 def test_bad_preference_records(tmp_path, tiny_world, bad, message):
     dm = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path, bad)))
@@ -145,3 +149,11 @@ def test_bad_preference_records(tmp_path, tiny_world, bad, message):
         dm.records(dm.files["train"])
     skipping = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path, bad)), skip_bad_records=True)
     assert len(skipping.records(skipping.files["train"])) == 7
+
+
+def test_dpo_schedule_warms_up_then_decays_linearly_to_two_thirds(tiny_world):
+    stage = DPOStage(build_model(tiny_world), warmup_steps=20, final_lr_ratio=2 / 3)
+    assert stage.lr_multiplier(0, 120) == pytest.approx(1 / 20)
+    assert stage.lr_multiplier(19, 120) == pytest.approx(1.0)
+    assert stage.lr_multiplier(70, 120) == pytest.approx(1 - (1 / 3) * 0.5)
+    assert stage.lr_multiplier(120, 120) == pytest.approx(2 / 3)

@@ -1,9 +1,9 @@
 import math
 
 import lightning.pytorch as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from anymal_lit.data import ImageTextDataModule
 from anymal_lit.stages import AlignmentStage, load_export, warmup_cosine

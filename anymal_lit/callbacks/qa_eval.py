@@ -1,0 +1,74 @@
+"""Generation-based short-answer evaluation (VQA accuracy, official rule) during training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as L
+
+from anymal_lit.callbacks.caption_eval import GenerationEvalCallback
+from anymal_lit.metrics.vqa import VQAMetric
+
+
+class QAEvalCallback(GenerationEvalCallback):
+    """Answers the questions of a JSONL set and scores them with VQA accuracy.
+
+    Human answers come from each record's ``answers`` list (VQAv2 style) or, without one, its final assistant turn.
+    Logs ``val/<name>/{vqa_official,vqa_always,exact_match}`` (fractions), writes predictions and merges the scores
+    into the scorecard like :class:`CaptionEvalCallback`.
+
+    Args:
+        data: JSONL of questions (the final assistant turn, if any, is dropped from the prompt).
+        name: Benchmark name in logs and the scorecard.
+        every_n_epochs: Evaluation period during fit.
+        before_fit: Also evaluate once before the first training step.
+        batch_size: Generation batch size.
+        max_new_tokens: Longest answer.
+        limit: Evaluate only the first ``limit`` records (None: all).
+        num_logged_samples: Predictions shown in TensorBoard.
+        scorecard: JSON scorecard to merge the scores into.
+        predictions_dir: Where predictions are written (default: the logger's folder).
+    """
+
+    def __init__(
+        self,
+        data: str,
+        name: str = "vqa",
+        every_n_epochs: int = 1,
+        before_fit: bool = True,
+        batch_size: int = 32,
+        max_new_tokens: int = 8,
+        limit: int | None = None,
+        num_logged_samples: int = 4,
+        scorecard: str | None = None,
+        predictions_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            data, name, every_n_epochs, before_fit, batch_size, max_new_tokens, limit, num_logged_samples,
+            scorecard, predictions_dir,
+        )  # fmt: skip
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.references = {}
+
+    def new_metric(self) -> VQAMetric:
+        return VQAMetric()
+
+    def update(self, metric: Any, ids: list[str], texts: list[str]) -> None:
+        if not self.references:
+            for record in self._datamodule.records(self.data, require_response=False):
+                answers = record.extra.get("answers")
+                if not answers and record.messages[-1]["role"] == "assistant":
+                    answers = [record.messages[-1]["content"]]
+                if not answers:
+                    raise ValueError(f"{record.where()}: no 'answers' and no final assistant turn to score against")
+                self.references[record.id] = [str(a) for a in answers]
+        metric.update(ids, texts, [self.references[i] for i in ids])
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._datamodule = trainer.datamodule
+        super().on_fit_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._datamodule = trainer.datamodule
+        super().on_validation_epoch_end(trainer, pl_module)
