@@ -9,6 +9,7 @@ One JSON object per line, the conversation without its final answer plus the two
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from torch.utils.data import DataLoader
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator, Sample
 from anymal_lit.data.datamodule import ConversationDataModule
 from anymal_lit.data.records import Record, RecordError
+
+log = logging.getLogger(__name__)
 
 
 def check_preference(record: Record) -> None:
@@ -84,8 +87,9 @@ class PreferenceDataModule(ConversationDataModule):
     ``skip_bad_records``. Arguments as :class:`ConversationDataModule`.
     """
 
-    def records(self, path: str, require_response: bool = True) -> list[Record]:
-        records = super().records(path, require_response=False)
+    def preference_records(self, path: str) -> list[Record]:
+        """Validated preference records of a file (bad ones raise, or are skipped and counted)."""
+        records = self.records(path, require_response=False)
         good = []
         for record in records:
             try:
@@ -95,16 +99,15 @@ class PreferenceDataModule(ConversationDataModule):
                 if not self.skip_bad_records:
                     raise
         if len(good) < len(records):
-            import logging
-
-            logging.getLogger(__name__).warning("%s: skipped %d bad preference records", path, len(records) - len(good))
+            log.warning("%s: skipped %d of %d preference records", path, len(records) - len(good), len(records))
         return good
 
     def dataset(self, path: str, generation: bool = False) -> ConversationDataset:
-        base = super().dataset(path, generation)
-        if generation:
+        base = super().dataset(path, generation=True)  # prompts: no final response required
+        if generation:  # plain prompts (e.g. a QA set scored by a callback during DPO)
             return base
-        return PreferenceDataset(base.records, base.chat, base.processors, False, base.skip_bad_records)
+        records = self.preference_records(path)
+        return PreferenceDataset(records, base.chat, base.processors, False, base.skip_bad_records)
 
     def dataloader(self, path: str, batch_size: int, shuffle: bool = False, generation: bool = False) -> DataLoader:
         loader = super().dataloader(path, batch_size, shuffle, generation)

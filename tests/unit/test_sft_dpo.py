@@ -146,9 +146,9 @@ def test_dpo_starts_at_log2_and_keeps_the_reference_frozen(tmp_path, tiny_world,
 def test_bad_preference_records(tmp_path, tiny_world, bad, message):
     dm = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path, bad)))
     with pytest.raises(RecordError, match=message):
-        dm.records(dm.files["train"])
+        dm.preference_records(dm.files["train"])
     skipping = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path, bad)), skip_bad_records=True)
-    assert len(skipping.records(skipping.files["train"])) == 7
+    assert len(skipping.preference_records(skipping.files["train"])) == 7
 
 
 def test_dpo_schedule_warms_up_then_decays_linearly_to_two_thirds(tiny_world):
