@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo test test-fast lint format clean bench-eval
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,6 @@ format: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+bench-eval: install  ## generation throughput, batch 16 vs batch 1 (needs the toy world: make demo or anymal-lit toyworld)
+	$(BIN)/python benchmarks/eval_throughput.py

@@ -6,7 +6,8 @@
     anymal-lit validate -c experiments/demo/align_image.yaml --ckpt_path runs/.../last.ckpt
     anymal-lit list                      # encoders, projectors, stages, data modules, callbacks, presets
     anymal-lit toyworld --out runs/toyworld
-    anymal-lit demo                      # toy world -> alignment -> scorecard
+    anymal-lit demo                      # toy world -> align -> SFT -> DPO -> scorecard
+    anymal-lit convert vqav2 --questions q.json --annotations a.json --images val2014/ --out vqav2_val.jsonl
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from lightning.pytorch.cli import LightningCLI
 from anymal_lit.data.datamodule import ConversationDataModule
 from anymal_lit.stages.base import AnyMALStage
 
-KIT_COMMANDS = ("list", "toyworld", "demo")
+KIT_COMMANDS = ("list", "toyworld", "demo", "convert")
 
 
 class AnyMALCLI(LightningCLI):
@@ -51,8 +52,30 @@ def _kit_command(argv: list[str]) -> None:
     p_demo.add_argument("--world", default="runs/toyworld")
     p_demo.add_argument("--out", default="runs/demo")
     p_demo.add_argument("--experiments", default="experiments/demo")
+    p_conv = sub.add_parser("convert", help="turn a benchmark's own files into the kit's JSONL records")
+    p_conv.add_argument("format", choices=["coco-captions", "vqav2", "mmbench"])
+    p_conv.add_argument("--out", required=True, help="JSONL to write")
+    p_conv.add_argument("--images", required=True, help="image folder (MMBench: where decoded images go)")
+    p_conv.add_argument("--captions", help="COCO captions JSON")
+    p_conv.add_argument("--questions", help="VQAv2 questions JSON")
+    p_conv.add_argument("--annotations", help="VQAv2 annotations JSON")
+    p_conv.add_argument("--image-pattern", default="COCO_val2014_{image_id:012d}.jpg")
+    p_conv.add_argument("--tsv", help="MMBench TSV")
+    p_conv.add_argument("--skip-bad", action="store_true", help="skip (and count) bad rows instead of stopping")
     args = parser.parse_args(argv)
-    if args.command == "list":
+    if args.command == "convert":
+        from anymal_lit.data import benchmarks
+
+        if args.format == "coco-captions":
+            records = benchmarks.coco_caption_records(args.captions, args.images, skip_bad=args.skip_bad)
+        elif args.format == "vqav2":
+            records = benchmarks.vqa_records(
+                args.questions, args.annotations, args.images, args.image_pattern, skip_bad=args.skip_bad
+            )
+        else:
+            records = benchmarks.mmbench_records(args.tsv, args.images, skip_bad=args.skip_bad)
+        print(f"wrote {len(records)} records to {benchmarks.write_jsonl(records, args.out)}")
+    elif args.command == "list":
         from anymal_lit.catalog import render
 
         print(render(args.conf))

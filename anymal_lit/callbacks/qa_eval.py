@@ -1,4 +1,4 @@
-"""Generation-based short-answer evaluation (VQA accuracy, official rule) during training."""
+"""Generation-based evaluation of short answers (VQA accuracy) and multiple choice (MMBench CircularEval)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,38 @@ from typing import Any
 import lightning.pytorch as L
 
 from anymal_lit.callbacks.caption_eval import GenerationEvalCallback
+from anymal_lit.data.records import Record
+from anymal_lit.metrics.choice import ChoiceMetric
 from anymal_lit.metrics.vqa import VQAMetric
 
 
-class QAEvalCallback(GenerationEvalCallback):
-    """Answers the questions of a JSONL set and scores them with VQA accuracy.
+class RecordTargetEvalCallback(GenerationEvalCallback):
+    """Generation eval whose targets come from the evaluated JSONL's own records (see :meth:`target`)."""
+
+    def target(self, record: Record) -> Any:
+        raise NotImplementedError
+
+    def _targets(self) -> dict[str, Any]:
+        if not self.references:
+            records = self._datamodule.records(self.data, require_response=False)
+            self.references = {r.id: self.target(r) for r in records}
+        return self.references
+
+    def update(self, metric: Any, ids: list[str], texts: list[str]) -> None:
+        targets = self._targets()
+        metric.update(ids, texts, [targets[i] for i in ids])
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._datamodule = trainer.datamodule
+        super().on_fit_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._datamodule = trainer.datamodule
+        super().on_validation_epoch_end(trainer, pl_module)
+
+
+class QAEvalCallback(RecordTargetEvalCallback):
+    """Answers the questions of a JSONL set and scores them with VQA accuracy (rule: official ``vqaEval.py``).
 
     Human answers come from each record's ``answers`` list (VQAv2 style) or, without one, its final assistant turn.
     Logs ``val/<name>/{vqa_official,vqa_always,exact_match}`` (fractions), writes predictions and merges the scores
@@ -48,27 +75,66 @@ class QAEvalCallback(GenerationEvalCallback):
             scorecard, predictions_dir,
         )  # fmt: skip
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.references = {}
-
     def new_metric(self) -> VQAMetric:
         return VQAMetric()
 
-    def update(self, metric: Any, ids: list[str], texts: list[str]) -> None:
-        if not self.references:
-            for record in self._datamodule.records(self.data, require_response=False):
-                answers = record.extra.get("answers")
-                if not answers and record.messages[-1]["role"] == "assistant":
-                    answers = [record.messages[-1]["content"]]
-                if not answers:
-                    raise ValueError(f"{record.where()}: no 'answers' and no final assistant turn to score against")
-                self.references[record.id] = [str(a) for a in answers]
-        metric.update(ids, texts, [self.references[i] for i in ids])
+    def target(self, record: Record) -> list[str]:
+        answers = record.extra.get("answers")
+        if not answers and record.messages[-1]["role"] == "assistant":
+            answers = [record.messages[-1]["content"]]
+        if not answers:
+            raise ValueError(f"{record.where()}: no 'answers' and no final assistant turn to score against")
+        return [str(a) for a in answers]
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._datamodule = trainer.datamodule
-        super().on_fit_start(trainer, pl_module)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._datamodule = trainer.datamodule
-        super().on_validation_epoch_end(trainer, pl_module)
+class ChoiceEvalCallback(RecordTargetEvalCallback):
+    """Multiple-choice evaluation: MMBench CircularEval (rule: VLMEvalKit exact matching, no LLM judge) or plain
+    accuracy (AI2D / MMMU-style letters).
+
+    Records carry ``index`` (rotations of one question share ``index % 1_000_000``), ``options`` (letter -> text),
+    ``answer`` (letter) and optionally ``category`` (as written by ``anymal_lit.data.benchmarks.mmbench_records``).
+    Logs ``val/<name>/{circular,vanilla,unresolved,...}`` or ``accuracy``.
+
+    Args:
+        data: JSONL of multiple-choice records.
+        name: Benchmark name in logs and the scorecard.
+        circular: Score with CircularEval (else plain per-record accuracy).
+        every_n_epochs: Evaluation period during fit.
+        before_fit: Also evaluate once before the first training step.
+        batch_size: Generation batch size.
+        max_new_tokens: Longest output.
+        limit: Evaluate only the first ``limit`` records (None: all).
+        num_logged_samples: Predictions shown in TensorBoard.
+        scorecard: JSON scorecard to merge the scores into.
+        predictions_dir: Where predictions are written (default: the logger's folder).
+    """
+
+    def __init__(
+        self,
+        data: str,
+        name: str = "mmbench",
+        circular: bool = True,
+        every_n_epochs: int = 1,
+        before_fit: bool = True,
+        batch_size: int = 32,
+        max_new_tokens: int = 8,
+        limit: int | None = None,
+        num_logged_samples: int = 4,
+        scorecard: str | None = None,
+        predictions_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            data, name, every_n_epochs, before_fit, batch_size, max_new_tokens, limit, num_logged_samples,
+            scorecard, predictions_dir,
+        )  # fmt: skip
+        self.circular = circular
+
+    def new_metric(self) -> ChoiceMetric:
+        return ChoiceMetric(circular=self.circular)
+
+    def target(self, record: Record) -> dict[str, Any]:
+        missing = [k for k in ("index", "options", "answer") if k not in record.extra]
+        if missing:
+            raise ValueError(f"{record.where()}: multiple-choice records need {missing}")
+        keep = ("index", "options", "answer", "category")
+        return {k: record.extra[k] for k in keep if k in record.extra}

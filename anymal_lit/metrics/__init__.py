@@ -2,15 +2,18 @@
 
 from anymal_lit.metrics.caption import CaptionMetric, best_constant_cider, caption_scores, cider_score
 from anymal_lit.metrics.choice import (
+    ChoiceMetric,
     circular_variants,
     extract_choice,
     mmbench_circular,
     multiple_choice_accuracy,
 )
-from anymal_lit.metrics.vqa import normalize_answer, vqa_accuracy, vqa_scores
+from anymal_lit.metrics.vqa import VQAMetric, normalize_answer, vqa_accuracy, vqa_scores
 
 __all__ = [
     "CaptionMetric",
+    "ChoiceMetric",
+    "VQAMetric",
     "best_constant_cider",
     "caption_scores",
     "cider_score",

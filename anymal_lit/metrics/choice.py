@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from anymal_lit.metrics.gather import RowMetric
+
 REFUSED = "Z"
 REFUSALS = (
     "Sorry, I can't help with images of people yet.",
@@ -118,3 +120,22 @@ def circular_variants(record: dict[str, Any]) -> list[dict[str, Any]]:
         answer = letters[rotated.index(answer_text)]
         out.append({**record, "index": int(record["index"]) + r * CIRCULAR_MOD, "options": options, "answer": answer})
     return out
+
+
+class ChoiceMetric(RowMetric):
+    """Multiple-choice scores over every process's rows; targets are ``{index, answer, options[, category]}``.
+
+    With ``circular=True``: MMBench CircularEval (``circular``, ``vanilla``, per category); else plain accuracy.
+    Both add ``unresolved`` (outputs no rule could map to an option; scored wrong).
+    """
+
+    def __init__(self, circular: bool = True) -> None:
+        super().__init__()
+        self.circular = circular
+
+    def compute(self) -> dict[str, float]:
+        predictions, targets = self.gathered()
+        records = [{**targets[i], "prediction": predictions[i]} for i in sorted(predictions)]
+        scores = mmbench_circular(records) if self.circular else multiple_choice_accuracy(records)
+        unresolved = sum(extract_choice(r["prediction"], r["options"]) is None for r in records)
+        return {**{k: float(v) for k, v in scores.items()}, "unresolved": unresolved / len(records)}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from anymal_lit.metrics.gather import RowMetric
+
 # The official tables, kept verbatim (including their quirks, e.g. "somebody'd" -> "somebodyd").
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -123,37 +125,13 @@ def vqa_scores(
     return out
 
 
-class VQAMetric:
-    """Collects (id, prediction, answers) on each process; ``compute`` gathers them all and scores once.
-
-    Returns fractions in [0, 1]: ``vqa_official`` (the official rule), ``vqa_always`` (lmms-eval's), and
-    ``exact_match`` (normalised prediction equals the most common normalised answer).
-    """
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, list[str]]] = []
-
-    def update(self, ids: list[str], predictions: list[str], answers: list[list[str]]) -> None:
-        self.rows += list(zip(ids, predictions, answers))
-
-    def gathered(self) -> tuple[dict[str, str], dict[str, list[str]]]:
-        import torch.distributed as dist
-
-        rows = self.rows
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts: list = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, rows)
-            rows = [r for part in parts for r in part]
-        predictions, answers = {}, {}
-        for rid, pred, ans in rows:
-            predictions.setdefault(rid, pred)
-            answers.setdefault(rid, ans)
-        return predictions, answers
+class VQAMetric(RowMetric):
+    """VQA accuracy over every process's (id, prediction, human answers) rows, as fractions in [0, 1]:
+    ``vqa_official`` (the official rule), ``vqa_always`` (lmms-eval's), ``exact_match`` (normalised prediction
+    equals the most common normalised answer)."""
 
     def compute(self) -> dict[str, float]:
         predictions, answers = self.gathered()
-        if not predictions:
-            raise ValueError("VQAMetric.compute() called before any update()")
         ids = sorted(predictions)
         official = [vqa_accuracy(predictions[i], answers[i]) for i in ids]
         always = [vqa_accuracy(predictions[i], answers[i], normalize="always") for i in ids]

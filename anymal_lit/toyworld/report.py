@@ -42,7 +42,7 @@ def qa_blind_baseline(world: str | Path) -> dict:
 
     def form(question: str) -> str:
         # the question with its colour/shape words kept: what a text-only model can condition on
-        return question.split("\n")[-1]
+        return question.split("\n")[1]
 
     by_form: dict[str, dict[str, int]] = {}
     for line in (world / "image_sft_train.jsonl").open():
@@ -53,7 +53,7 @@ def qa_blind_baseline(world: str | Path) -> dict:
         answer = rec["conversations"][-1]["value"]
         counts[answer] = counts.get(answer, 0) + 1
     hits = total = 0
-    for line in (world / "image_sft_val.jsonl").open():
+    for line in (world / "image_vqa_val.jsonl").open():
         rec = json.loads(line)
         counts = by_form.get(form(rec["conversations"][0]["value"]), {})
         guess = max(counts, key=counts.get) if counts else ""

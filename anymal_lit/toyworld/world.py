@@ -12,13 +12,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from anymal_lit.data import benchmarks
 from anymal_lit.encoders.image import ImageProcessor
+from anymal_lit.metrics.choice import circular_variants
 from anymal_lit.toyworld import shapes
 from anymal_lit.toyworld.tiny_models import pretrain_lm, save_open_clip, tiny_clip_config, train_tokenizer, warm_up_clip
 
 log = logging.getLogger(__name__)
 
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 CLIP_MEAN = (0.5, 0.5, 0.5)
 CLIP_STD = (0.25, 0.25, 0.25)
 
@@ -129,6 +131,24 @@ def write_instructions(root: Path, rng: np.random.Generator) -> None:
                     "conversations": _conversation(f"<image>\n{question}", answer),
                 }
                 sft.append({**row, "answers": [answer] * 10, "question_type": question.split()[0].lower()})
+            if split == "train":
+                question, answer = qa[-1]
+                sft.append(
+                    {
+                        "id": f"{rid}-v",
+                        "image": image,
+                        "conversations": _conversation(f"<image>\n{question}\n{benchmarks.VQA_PROMPT}", answer),
+                    }
+                )
+                item = multiple_choice_item(scene, rng)
+                prompt = benchmarks.multiple_choice_prompt(item["question"], item["options"])
+                sft.append(
+                    {
+                        "id": f"{rid}-m",
+                        "image": image,
+                        "conversations": _conversation(f"<image>\n{prompt}", item["answer"]),
+                    }
+                )
             if split == "train" and rng.random() < 0.5:
                 prompt = f"<image>\n{rng.choice(shapes.CAPTION_PROMPTS)}"
                 sft.append(
@@ -155,10 +175,84 @@ def write_instructions(root: Path, rng: np.random.Generator) -> None:
                 }
             )
             question, answer = qa[-1]
-            prefs.append({"id": f"{rid}-pq", "image": image, "conversations": _conversation(f"<image>\n{question}"),
-                          "chosen": answer, "rejected": shapes.wrong_answer(answer, rng)})  # fmt: skip
+            prefs.append(
+                {
+                    "id": f"{rid}-pq",
+                    "image": image,
+                    "conversations": _conversation(f"<image>\n{question}"),
+                    "chosen": answer,
+                    "rejected": shapes.wrong_answer(answer, rng),
+                }
+            )
         _write_jsonl(root / f"image_sft_{split}.jsonl", sft)
         _write_jsonl(root / f"image_preference_{split}.jsonl", prefs)
+
+
+MC_KINDS = {"colour": list(shapes.COLOURS), "shape": list(shapes.SHAPES), "position": list(shapes.POSITIONS)}
+
+
+def multiple_choice_item(scene: shapes.Scene, rng: np.random.Generator) -> dict:
+    """A 4-option question about one object's colour, shape or position (objects named by colour or shape)."""
+    obj = scene.objects[int(rng.integers(len(scene.objects)))]
+    kind = str(rng.choice(list(MC_KINDS)))
+    question = {
+        "colour": f"What colour is the {obj.shape}?" if sum(o.shape == obj.shape for o in scene.objects) == 1 else None,
+        "shape": f"What shape is the {obj.colour} object?",
+        "position": f"Where is the {obj.colour} {obj.shape}?",
+    }[kind] or f"What shape is the {obj.colour} object?"
+    kind = "shape" if question.startswith("What shape") else kind
+    truth = getattr(obj, kind)
+    distractors = [str(v) for v in rng.permutation([v for v in MC_KINDS[kind] if v != truth])[:3]]
+    texts = [truth, *distractors]
+    order = rng.permutation(4)
+    options = {letter: texts[i] for letter, i in zip("ABCD", order)}
+    answer = next(k for k, v in options.items() if v == truth)
+    return {"question": question, "options": options, "answer": answer, "category": kind}
+
+
+def human_answers(answer: str, rng: np.random.Generator) -> list[str]:
+    """Ten VQAv2-style human answers: mostly the answer, some written differently (digits, articles, case)."""
+    variants = {"one": ["1", "one", "One"], "two": ["2", "two", "2 shapes"]}.get(
+        answer, [answer, f"the {answer}", answer.capitalize()]
+    )
+    return [answer if rng.random() < 0.6 else str(rng.choice(variants)) for _ in range(10)]
+
+
+def write_benchmarks(root: Path, rng: np.random.Generator) -> None:
+    """Val eval sets in the real formats (VQAv2 JSON, MMBench TSV), then read back through the kit's readers."""
+    scenes = json.loads((root / "image_scenes_val.json").read_text())
+    questions, annotations, mc_rows = [], [], []
+    for rid, data in scenes.items():
+        scene = shapes.Scene.from_dict(data)
+        question, answer = shapes.questions(scene, rng)[0]
+        qid = int(rid) * 10
+        questions.append({"question_id": qid, "image_id": int(rid), "question": question})
+        answers = human_answers(answer, rng)
+        annotations.append(
+            {
+                "question_id": qid,
+                "image_id": int(rid),
+                "multiple_choice_answer": answer,
+                "question_type": question.split()[0].lower(),
+                "answer_type": "number" if answer in shapes.COUNT_WORDS.values() else "other",
+                "answers": [
+                    {"answer": a, "answer_id": j + 1, "answer_confidence": "yes"} for j, a in enumerate(answers)
+                ],
+            }
+        )
+        item = multiple_choice_item(scene, rng)
+        base = {**item, "index": int(rid), "hint": "", "image_path": str(root / f"images/val/{int(rid):06d}.png")}
+        mc_rows += circular_variants(base)
+    (root / "vqa_val_questions.json").write_text(json.dumps({"questions": questions}))
+    (root / "vqa_val_annotations.json").write_text(json.dumps({"annotations": annotations}))
+    benchmarks.write_mmbench_tsv(mc_rows, root / "mmbench_val.tsv")
+    vqa = benchmarks.vqa_records(
+        root / "vqa_val_questions.json", root / "vqa_val_annotations.json", root / "images/val", "{image_id:06d}.png"
+    )
+    benchmarks.write_jsonl(vqa, root / "image_vqa_val.jsonl")
+    benchmarks.write_jsonl(
+        benchmarks.mmbench_records(root / "mmbench_val.tsv", root / "mmbench_images"), root / "image_mmbench_val.jsonl"
+    )
 
 
 def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = False) -> Path:
@@ -175,6 +269,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
     start = time.time()
     rows = write_images(root, spec, rng)
     write_instructions(root, rng)
+    write_benchmarks(root, rng)
     timings["images_s"] = time.time() - start
 
     start = time.time()

@@ -79,6 +79,7 @@ def test_three_stage_chain_through_the_cli(workdir):
     assert {"vqa_official", "exact_match", "vqa_official_before"} <= set(card["sft"]["vqa"])
     assert {"accuracy_before", "accuracy", "reward_accuracy"} <= set(card["dpo"]["preference"])
     assert "vqa_official" in card["dpo"]["vqa"]
+    assert {"circular", "vanilla", "circular_before"} <= set(card["sft"]["mmbench"])
     lora = workdir / "runs/demo/dpo_image/checkpoints/export/lora/adapter_config.json"
     assert lora.is_file()  # LoRA also exported in peft's own format
     dpo_ckpt = torch.load(workdir / "runs/demo/dpo_image/checkpoints/last.ckpt", weights_only=False)

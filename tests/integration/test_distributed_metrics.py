@@ -1,4 +1,4 @@
-"""Metrics give the same numbers on 2 processes (gloo, CPU) as on 1."""
+"""Evaluation scores are identical on 2 processes (gloo, CPU) and on 1."""
 
 import json
 import os
@@ -7,25 +7,48 @@ import sys
 
 import pytest
 
-from anymal_lit.metrics import caption_scores
+from anymal_lit.metrics import CaptionMetric, ChoiceMetric, VQAMetric, circular_variants
 from tests.conftest import REPO
 from tests.unit.test_caption_metric import coco_example
 
 pytestmark = pytest.mark.integration
 
 
-def test_caption_metric_on_two_processes_equals_one(tmp_path):
+def eval_sets() -> dict:
     predictions, references = coco_example()
     ids = sorted(predictions)[:150]
-    data = {"predictions": {k: predictions[k] for k in ids}, "references": {k: references[k] for k in ids}}
+    vqa_pred = {str(i): ["red", "2", "two", "blue", "the red"][i % 5] for i in range(41)}
+    vqa_answers = {str(i): (["red"] * 7 + ["2"] * 3) if i % 2 else ["two"] * 10 for i in range(41)}
+    options = {"A": "red", "B": "blue", "C": "green", "D": "white"}
+    records = [
+        r for q in range(9) for r in circular_variants({"index": q, "options": options, "answer": "ABCD"[q % 4]})
+    ]
+    choice_pred = {str(r["index"]): (r["answer"] if r["index"] % 7 else "B") for r in records}
+    return {
+        "caption": {"predictions": {k: predictions[k] for k in ids}, "targets": {k: references[k] for k in ids}},
+        "vqa": {"predictions": vqa_pred, "targets": vqa_answers},
+        "choice": {"predictions": choice_pred, "targets": {str(r["index"]): r for r in records}},
+    }
+
+
+def test_scores_on_two_processes_equal_one(tmp_path):
+    data = eval_sets()
     (tmp_path / "in.json").write_text(json.dumps(data))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(REPO / "tests/integration/scripts/caption_metric_ddp.py"), str(tmp_path / "in.json"), str(tmp_path / "out.json"),
+        str(REPO / "tests/integration/scripts/metrics_ddp.py"), str(tmp_path / "in.json"), str(tmp_path / "out.json"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((tmp_path / "out.json").read_text())
-    one = caption_scores(data["predictions"], data["references"], with_meteor=False)
-    assert two == pytest.approx(one, abs=1e-12)
+    for name, metric in (
+        ("caption", CaptionMetric(with_meteor=False)),
+        ("vqa", VQAMetric()),
+        ("choice", ChoiceMetric()),
+    ):
+        ids = sorted(data[name]["predictions"])
+        metric.update(ids, [data[name]["predictions"][k] for k in ids], [data[name]["targets"][k] for k in ids])
+        one = metric.compute()
+        assert two[name] == pytest.approx(one, abs=1e-12), name
+    assert 0 < two["choice"]["circular"] < two["choice"]["vanilla"] < 1

@@ -1,0 +1,200 @@
+"""Readers for public benchmark formats, turning them into the kit's JSONL conversation records.
+
+* COCO captions: ``captions_*.json`` (``images`` + ``annotations``) and an image folder.
+* VQAv2 / TextVQA-style: questions JSON (``questions``) + annotations JSON (``annotations`` with 10 ``answers``).
+* MMBench: the official TSV (``index, question, hint, A..D, answer, category, image`` as base64).
+
+Every reader validates as it goes and reports bad rows with their file and row id; ``skip_bad`` turns those
+errors into counted skips. ``anymal-lit convert <format> ...`` writes the records as JSONL for the eval callbacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from anymal_lit.data.records import RecordError
+
+log = logging.getLogger(__name__)
+
+VQA_PROMPT = "Answer the question using a single word or phrase."
+MC_PROMPT = "Answer with the option's letter from the given choices directly."
+LETTERS = ("A", "B", "C", "D", "E", "F", "G", "H", "I")
+
+
+class _Collector:
+    def __init__(self, source: str, skip_bad: bool) -> None:
+        self.source, self.skip_bad, self.skipped = source, skip_bad, []
+
+    def bad(self, row_id: Any, message: str) -> None:
+        error = f"{self.source}: row {row_id}: {message}"
+        if not self.skip_bad:
+            raise RecordError(error)
+        self.skipped.append(error)
+
+    def done(self, records: list[dict]) -> list[dict]:
+        if self.skipped:
+            log.warning("%s: skipped %d rows; first: %s", self.source, len(self.skipped), self.skipped[0])
+        return records
+
+
+def coco_caption_records(
+    captions_json: str | Path, image_dir: str | Path, prompt: str = "A short image caption:", skip_bad: bool = False
+) -> list[dict]:
+    """One record per image: the prompt, the first reference as the response, all references in ``references``."""
+    data = json.loads(Path(captions_json).read_text())
+    refs: dict[int, list[str]] = {}
+    for ann in data["annotations"]:
+        refs.setdefault(ann["image_id"], []).append(ann["caption"])
+    out, bad = [], _Collector(str(captions_json), skip_bad)
+    for image in data["images"]:
+        path = Path(image_dir) / image["file_name"]
+        if not path.is_file():
+            bad.bad(image["id"], f"image file not found: {path}")
+            continue
+        if not refs.get(image["id"]):
+            bad.bad(image["id"], "no reference captions")
+            continue
+        out.append(
+            {
+                "id": str(image["id"]),
+                "image": str(path.resolve()),
+                "references": refs[image["id"]],
+                "conversations": [
+                    {"from": "human", "value": f"<image>\n{prompt}"},
+                    {"from": "gpt", "value": refs[image["id"]][0]},
+                ],
+            }
+        )
+    return bad.done(out)
+
+
+def vqa_records(
+    questions_json: str | Path,
+    annotations_json: str | Path,
+    image_dir: str | Path,
+    image_pattern: str = "COCO_val2014_{image_id:012d}.jpg",
+    prompt: str = VQA_PROMPT,
+    skip_bad: bool = False,
+) -> list[dict]:
+    """VQAv2-format questions + annotations -> records with ``answers`` (the human answers) and ``answer_type``."""
+    questions = json.loads(Path(questions_json).read_text())["questions"]
+    annotations = {a["question_id"]: a for a in json.loads(Path(annotations_json).read_text())["annotations"]}
+    out, bad = [], _Collector(str(questions_json), skip_bad)
+    for q in questions:
+        qid = q.get("question_id")
+        ann = annotations.get(qid)
+        if ann is None:
+            bad.bad(qid, "no annotation for this question")
+            continue
+        answers = [a["answer"] for a in ann.get("answers", []) if isinstance(a, dict) and "answer" in a]
+        if not answers or not str(q.get("question", "")).strip():
+            bad.bad(qid, "empty question or no human answers")
+            continue
+        path = Path(image_dir) / image_pattern.format(image_id=q["image_id"])
+        if not path.is_file():
+            bad.bad(qid, f"image file not found: {path}")
+            continue
+        out.append(
+            {
+                "id": str(qid),
+                "image": str(path.resolve()),
+                "answers": answers,
+                "answer_type": ann.get("answer_type", "other"),
+                "question_type": ann.get("question_type", ""),
+                "conversations": [
+                    {"from": "human", "value": f"<image>\n{q['question']}\n{prompt}"},
+                    {"from": "gpt", "value": ann.get("multiple_choice_answer", answers[0])},
+                ],
+            }
+        )
+    return bad.done(out)
+
+
+def multiple_choice_prompt(question: str, options: dict[str, str], hint: str | None = None) -> str:
+    """MMBench's prompt: hint, question, one ``X. text`` line per option, then the letter instruction."""
+    lines = ([hint] if hint else []) + [question] + [f"{k}. {v}" for k, v in options.items()] + [MC_PROMPT]
+    return "\n".join(lines)
+
+
+def mmbench_records(tsv: str | Path, image_dir: str | Path, skip_bad: bool = False) -> list[dict]:
+    """The MMBench TSV -> records with ``index``, ``options``, ``answer``, ``category``; images decoded to files."""
+    image_dir = Path(image_dir)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    csv.field_size_limit(sys.maxsize)
+    out, bad = [], _Collector(str(tsv), skip_bad)
+    with open(tsv, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            index = row.get("index")
+            options = {k: row[k] for k in LETTERS if row.get(k) not in (None, "", "nan")}
+            if index is None or not str(index).strip().lstrip("-").isdigit():
+                bad.bad(index, "missing or non-integer index")
+                continue
+            if len(options) < 2 or row.get("answer") not in options:
+                bad.bad(
+                    index, f"needs >= 2 options and an answer among them (got {sorted(options)}, {row.get('answer')!r})"
+                )
+                continue
+            path = image_dir / f"{int(index)}.png"
+            if not path.is_file():
+                try:
+                    with Image.open(io.BytesIO(base64.b64decode(row.get("image", ""), validate=True))) as img:
+                        img.convert("RGB").save(path)
+                except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as err:
+                    bad.bad(index, f"image cannot be decoded ({err})")
+                    continue
+            hint = row.get("hint") if row.get("hint") not in (None, "", "nan") else None
+            prompt = multiple_choice_prompt(row["question"], options, hint)
+            out.append(
+                {
+                    "id": str(index),
+                    "index": int(index),
+                    "image": str(path.resolve()),
+                    "options": options,
+                    "answer": row["answer"],
+                    "category": row.get("category", ""),
+                    "conversations": [
+                        {"from": "human", "value": f"<image>\n{prompt}"},
+                        {"from": "gpt", "value": row["answer"]},
+                    ],
+                }
+            )
+    return bad.done(out)
+
+
+def write_mmbench_tsv(rows: list[dict], path: str | Path) -> None:
+    """Write rows (``index, question, hint, options, answer, category, image_path``) in MMBench's TSV format."""
+    fields = ["index", "question", "hint", *LETTERS[:4], "answer", "category", "image"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, delimiter="\t")
+        writer.writeheader()
+        for row in rows:
+            image = base64.b64encode(Path(row["image_path"]).read_bytes()).decode()
+            options = {k: row["options"].get(k, "") for k in LETTERS[:4]}
+            writer.writerow(
+                {
+                    "index": row["index"],
+                    "question": row["question"],
+                    "hint": row.get("hint", ""),
+                    **options,
+                    "answer": row["answer"],
+                    "category": row.get("category", ""),
+                    "image": image,
+                }
+            )
+
+
+def write_jsonl(records: list[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
