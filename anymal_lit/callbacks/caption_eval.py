@@ -33,8 +33,8 @@ def read_coco_references(path: str | Path) -> dict[str, list[str]]:
 class GenerationEvalCallback(L.Callback):
     """Shared machinery: generate for a JSONL set before fit, every N epochs and on validate; score; report.
 
-    Subclasses implement :meth:`new_metric` (an object with ``update(ids, predictions)``, ``compute()`` and
-    ``gathered()`` that gathers across processes).
+    Subclasses implement :meth:`new_metric` (an object with ``update(ids, predictions)``, ``gathered()`` that
+    gathers across processes once, and ``score(predictions, targets)``).
     """
 
     def __init__(
@@ -113,8 +113,8 @@ class GenerationEvalCallback(L.Callback):
             texts = pl_module.model.generate(batch, max_new_tokens=self.max_new_tokens)
             self.update(metric, [str(r) for r in batch["ids"]], texts)
             predictions.update(zip(map(str, batch["ids"]), texts))
-        all_predictions, _ = metric.gathered()
-        raw = metric.compute()
+        all_predictions, targets = metric.gathered()
+        raw = metric.score(all_predictions, targets)
         pl_module.train(was_training)
         scores = {f"{k.lower()}{suffix}": v for k, v in raw.items()}
         self.last_scores.update(scores)

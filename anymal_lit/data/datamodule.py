@@ -106,8 +106,12 @@ class ConversationDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=PaddingCollator(self.tokenizer.pad_token_id),
+            collate_fn=self.collator(generation),
         )
+
+    def collator(self, generation: bool = False) -> Any:
+        """How samples of this module's datasets become a batch."""
+        return PaddingCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

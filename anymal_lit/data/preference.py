@@ -13,8 +13,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from torch.utils.data import DataLoader
-
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator, Sample
 from anymal_lit.data.datamodule import ConversationDataModule
 from anymal_lit.data.records import Record, RecordError
@@ -109,15 +107,7 @@ class PreferenceDataModule(ConversationDataModule):
         records = self.preference_records(path)
         return PreferenceDataset(records, base.chat, base.processors, False, base.skip_bad_records)
 
-    def dataloader(self, path: str, batch_size: int, shuffle: bool = False, generation: bool = False) -> DataLoader:
-        loader = super().dataloader(path, batch_size, shuffle, generation)
+    def collator(self, generation: bool = False) -> Any:
         if generation:
-            return loader
-        return DataLoader(
-            loader.dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=PreferenceCollator(self.tokenizer.pad_token_id),
-        )
+            return super().collator(generation)
+        return PreferenceCollator(self.tokenizer.pad_token_id)

@@ -136,8 +136,11 @@ class CaptionMetric(Metric):
             references.setdefault(rid, refs)
         return predictions, references
 
-    def compute(self) -> dict[str, float]:
-        predictions, references = self.gathered()
+    def score(self, predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+        """Scores of already gathered rows (callers that also need the predictions gather once)."""
         if not predictions:
-            raise ValueError("CaptionMetric.compute() called before any update()")
+            raise ValueError("CaptionMetric: nothing to score (no update() on any process)")
         return caption_scores(predictions, references, self.with_meteor)
+
+    def compute(self) -> dict[str, float]:
+        return self.score(*self.gathered())

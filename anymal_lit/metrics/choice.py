@@ -133,8 +133,7 @@ class ChoiceMetric(RowMetric):
         super().__init__()
         self.circular = circular
 
-    def compute(self) -> dict[str, float]:
-        predictions, targets = self.gathered()
+    def score(self, predictions: dict[str, str], targets: dict[str, Any]) -> dict[str, float]:
         records = [{**targets[i], "prediction": predictions[i]} for i in sorted(predictions)]
         scores = mmbench_circular(records) if self.circular else multiple_choice_accuracy(records)
         unresolved = sum(extract_choice(r["prediction"], r["options"]) is None for r in records)

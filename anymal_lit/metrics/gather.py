@@ -37,3 +37,10 @@ class RowMetric:
         if not predictions:
             raise ValueError(f"{type(self).__name__}: nothing to score (no update() on any process)")
         return predictions, targets
+
+    def score(self, predictions: dict[str, str], targets: dict[str, Any]) -> dict[str, float]:
+        """Scores of already gathered rows."""
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        return self.score(*self.gathered())

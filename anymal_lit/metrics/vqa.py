@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from anymal_lit.metrics.gather import RowMetric
 
@@ -130,8 +131,7 @@ class VQAMetric(RowMetric):
     ``vqa_official`` (the official rule), ``vqa_always`` (lmms-eval's), ``exact_match`` (normalised prediction
     equals the most common normalised answer)."""
 
-    def compute(self) -> dict[str, float]:
-        predictions, answers = self.gathered()
+    def score(self, predictions: dict[str, str], answers: dict[str, Any]) -> dict[str, float]:
         ids = sorted(predictions)
         official = [vqa_accuracy(predictions[i], answers[i]) for i in ids]
         always = [vqa_accuracy(predictions[i], answers[i], normalize="always") for i in ids]
