@@ -12,12 +12,13 @@ from pathlib import Path
 
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.toyworld import WorldSpec, build_world
-from anymal_lit.toyworld.report import image_caption_report, qa_blind_baseline
+from anymal_lit.toyworld.report import caption_report, qa_blind_baseline
 
 log = logging.getLogger(__name__)
 
-STEPS = (("align", "align_image.yaml"), ("sft", "sft_image.yaml"), ("dpo", "dpo_image.yaml"))
+STEPS = (("align", "align.yaml"), ("sft", "sft.yaml"), ("dpo", "dpo.yaml"))
 """(stage, experiment YAML) in the order the demo runs them."""
+MODALITIES = ("image", "audio", "video", "imu")
 
 
 def run_cli(*args: str) -> None:
@@ -43,10 +44,12 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
         run_cli("fit", "-c", str(Path(experiments) / yaml))
         stage_seconds[stage] = time.time() - t0
     predictions = out_dir / "predictions"
-    extras = image_caption_report(
-        world, predictions / "align_image_caption.json", predictions / "align_image_caption_before.json"
-    )
-    update_scorecard(scorecard, "align", "image_caption", extras)
+    for modality in MODALITIES:
+        name = f"{modality}_caption"
+        extras = caption_report(
+            world, modality, predictions / f"align_{name}.json", predictions / f"align_{name}_before.json"
+        )
+        update_scorecard(scorecard, "align", name, extras)
     blind = qa_blind_baseline(world)
     for stage in ("sft", "dpo"):
         card = update_scorecard(scorecard, stage, "vqa", blind)

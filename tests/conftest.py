@@ -11,7 +11,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_SPEC = {"image_train": 64, "image_val": 12, "lm_corpus": 400, "lm_steps": 20, "clip_steps": 3}
+TINY_SPEC = {
+    "image_train": 64,
+    "image_val": 12,
+    "lm_corpus": 400,
+    "lm_steps": 20,
+    "clip_steps": 3,
+    "audio_train": 64,
+    "audio_val": 8,
+    "imu_train": 64,
+    "imu_val": 8,
+    "video_train": 16,
+    "video_val": 8,
+    "clap_steps": 3,
+    "imu_steps": 3,
+}
 
 
 @pytest.fixture(scope="session")

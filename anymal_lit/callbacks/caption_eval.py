@@ -11,11 +11,12 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from anymal_lit.callbacks.scorecard import update_scorecard
+from anymal_lit.encoders import MediaError, decode_frames, load_audio, load_imu
 from anymal_lit.metrics.caption import CaptionMetric
 
 log = logging.getLogger(__name__)
@@ -150,11 +151,41 @@ class GenerationEvalCallback(L.Callback):
             experiment.add_text(
                 tag, f"**id** {rid}<br>**prediction** {text}<br>**references** {refs}", trainer.global_step
             )
-            images = [path for modality, path in records[rid].media if modality == "image"] if rid in records else []
-            if images:
-                with Image.open(images[0]) as img:
-                    pixels = np.asarray(img.convert("RGB"))
-                experiment.add_image(tag, pixels, trainer.global_step, dataformats="HWC")
+            for modality, path in records[rid].media if rid in records else []:
+                _log_media(experiment, f"{tag}/{modality}", modality, path, trainer.global_step)
+
+
+def _log_media(experiment: Any, tag: str, modality: str, path: str, step: int) -> None:
+    """Show a media item beside its prediction: the picture, the sound, a video's first frame, an IMU plot."""
+    try:
+        if modality == "image":
+            with Image.open(path) as img:
+                experiment.add_image(tag, np.asarray(img.convert("RGB")), step, dataformats="HWC")
+        elif modality == "audio":
+            wave = load_audio(path, 16000)
+            experiment.add_audio(tag, torch.from_numpy(wave)[None], step, sample_rate=16000)
+        elif modality == "video":
+            frames, _ = decode_frames(path, folder_fps=4.0)
+            strip = np.concatenate([np.asarray(f.convert("RGB")) for f in frames[:: max(1, len(frames) // 4)][:4]], 1)
+            experiment.add_image(tag, strip, step, dataformats="HWC")
+        elif modality == "imu":
+            trace, _ = load_imu(path, channels=6, default_rate=50.0)
+            experiment.add_image(tag, _plot_traces(trace), step, dataformats="HWC")
+    except MediaError as err:  # a preview never stops training
+        log.warning("cannot show %s in TensorBoard: %s", path, err)
+
+
+def _plot_traces(trace: np.ndarray, width: int = 320, height: int = 120) -> np.ndarray:
+    """``[C, T]`` signals as coloured lines on a white canvas (no plotting library needed)."""
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    colours = [(220, 40, 40), (40, 160, 60), (50, 90, 235), (235, 150, 40), (160, 60, 210), (40, 40, 40)]
+    lo, hi = float(trace.min()), float(trace.max())
+    xs = np.linspace(0, width - 1, trace.shape[1])
+    for c, channel in enumerate(trace):
+        ys = (height - 1) * (1 - (channel - lo) / max(hi - lo, 1e-6))
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colours[c % len(colours)], width=1)
+    return np.asarray(img)
 
 
 class CaptionEvalCallback(GenerationEvalCallback):

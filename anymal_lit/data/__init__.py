@@ -3,10 +3,22 @@
 from anymal_lit.data.chat import ChatTokenizer
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator
 from anymal_lit.data.datamodule import ConversationDataModule, ImageTextDataModule
+from anymal_lit.data.mixture import (
+    AudioTextDataModule,
+    IMUTextDataModule,
+    MixtureDataModule,
+    MixtureSampler,
+    VideoTextDataModule,
+)
 from anymal_lit.data.preference import PreferenceDataModule, PreferenceDataset
 from anymal_lit.data.records import Record, RecordError, read_records
 
 __all__ = [
+    "AudioTextDataModule",
+    "IMUTextDataModule",
+    "MixtureDataModule",
+    "MixtureSampler",
+    "VideoTextDataModule",
     "ChatTokenizer",
     "ConversationDataModule",
     "ConversationDataset",

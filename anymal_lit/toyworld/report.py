@@ -9,6 +9,7 @@ import numpy as np
 
 from anymal_lit.callbacks.caption_eval import read_coco_references
 from anymal_lit.metrics.caption import best_constant_cider
+from anymal_lit.toyworld import signals
 from anymal_lit.toyworld.shapes import Scene, attribute_accuracy
 
 
@@ -20,17 +21,27 @@ def constant_candidates(train_jsonl: Path, count: int = 300, seed: int = 0) -> l
     return [captions[i] for i in sorted(picked)]
 
 
-def image_caption_report(world: str | Path, predictions: str | Path, predictions_before: str | Path | None) -> dict:
-    """``cider_constant`` and ``<attribute>_accuracy`` (and ``..._before``) for the image-caption val set."""
+SIGNAL_VOCAB = {"audio": signals.SOUND_VOCAB, "imu": signals.IMU_VOCAB, "video": signals.VIDEO_VOCAB}
+
+
+def caption_report(
+    world: str | Path, modality: str, predictions: str | Path, predictions_before: str | Path | None
+) -> dict:
+    """``cider_constant`` (best single training caption) and per-attribute accuracy (and ``..._before``) of one
+    modality's caption val set."""
     world = Path(world)
-    scenes = {k: Scene.from_dict(v) for k, v in json.loads((world / "image_scenes_val.json").read_text()).items()}
+    truths = json.loads((world / f"{modality}_scenes_val.json").read_text())
     out = {}
     for suffix, path in (("", predictions), ("_before", predictions_before)):
         if path is not None and Path(path).exists():
             preds = json.loads(Path(path).read_text())
-            out.update({f"{k}{suffix}": v for k, v in attribute_accuracy(preds, scenes).items()})
-    references = read_coco_references(world / "image_caption_val_coco.json")
-    score, caption = best_constant_cider(constant_candidates(world / "image_caption_train.jsonl"), references)
+            if modality == "image":
+                accuracy = attribute_accuracy(preds, {k: Scene.from_dict(v) for k, v in truths.items()})
+            else:
+                accuracy = signals.attribute_accuracy(preds, truths, SIGNAL_VOCAB[modality])
+            out.update({f"{k}{suffix}": v for k, v in accuracy.items()})
+    references = read_coco_references(world / f"{modality}_caption_val_coco.json")
+    score, caption = best_constant_cider(constant_candidates(world / f"{modality}_caption_train.jsonl"), references)
     out["cider_constant"] = score
     out["constant_caption"] = caption
     return out

@@ -80,20 +80,23 @@ def render(scene: Scene, rng: np.random.Generator, side: int = 64) -> Image.Imag
     for obj in scene.objects:
         fx, fy = POSITIONS[obj.position]
         cx, cy = (fx + rng.uniform(-0.04, 0.04)) * side, (fy + rng.uniform(-0.04, 0.04)) * side
-        r = SIZES[obj.size] * side
-        fill = COLOURS[obj.colour]
-        if obj.shape == "circle":
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        elif obj.shape == "square":
-            s = r * 0.85
-            draw.rectangle((cx - s, cy - s, cx + s, cy + s), fill=fill)
-        elif obj.shape == "triangle":
-            draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=fill)
-        else:  # cross
-            w = r * 0.35
-            draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
-            draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
+        draw_shape(draw, obj.shape, cx, cy, SIZES[obj.size] * side, COLOURS[obj.colour])
     return img
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple) -> None:
+    """One filled shape of radius ``r`` centred at ``(cx, cy)``."""
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        s = r * 0.85
+        draw.rectangle((cx - s, cy - s, cx + s, cy + s), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=fill)
+    else:  # cross
+        w = r * 0.35
+        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
+        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
 
 
 def object_phrase(obj: ShapeObject, rng: np.random.Generator) -> str:

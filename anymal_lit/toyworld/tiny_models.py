@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -143,17 +143,50 @@ def warm_up_clip(
     """Contrastive (InfoNCE) training of a fresh CLIP on ``images`` ``[N, 3, R, R]`` paired with ``captions``."""
     torch.manual_seed(seed)
     model = open_clip.CLIP(**cfg)
-    tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
+    model.train()
+    losses = contrastive_training(
+        model.encode_image,
+        model.encode_text,
+        model.logit_scale,
+        model.parameters(),
+        images,
+        captions,
+        cfg["text_cfg"]["context_length"],
+        steps,
+        batch_size,
+        lr,
+        seed,
+        "tiny CLIP",
+    )
+    model.eval()
+    return model, losses
+
+
+def contrastive_training(
+    encode_media: Callable[[torch.Tensor], torch.Tensor],
+    encode_text: Callable[[torch.Tensor], torch.Tensor],
+    logit_scale: torch.Tensor,
+    parameters: Iterable[torch.nn.Parameter],
+    inputs: torch.Tensor,
+    captions: Sequence[str],
+    context_length: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    name: str,
+) -> list[float]:
+    """CLIP's symmetric InfoNCE loss between media embeddings and caption embeddings (open_clip tokenizer)."""
+    tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
     text = tokenize(list(captions))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    opt = torch.optim.AdamW(list(parameters), lr=lr, weight_decay=0.1)
     rng = np.random.default_rng(seed)
     losses, start = [], time.time()
-    model.train()
     for step in range(steps):
-        idx = torch.from_numpy(rng.choice(len(images), size=batch_size, replace=False))
-        img = F.normalize(model.encode_image(images[idx]), dim=-1)
-        txt = F.normalize(model.encode_text(text[idx]), dim=-1)
-        logits = model.logit_scale.exp() * img @ txt.T
+        idx = torch.from_numpy(rng.choice(len(inputs), size=batch_size, replace=False))
+        media = F.normalize(encode_media(inputs[idx]), dim=-1)
+        txt = F.normalize(encode_text(text[idx]), dim=-1)
+        logits = logit_scale.exp() * media @ txt.T
         target = torch.arange(batch_size)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         opt.zero_grad(set_to_none=True)
@@ -161,9 +194,88 @@ def warm_up_clip(
         opt.step()
         losses.append(loss.item())
         if step % 100 == 0 or step == steps - 1:
-            log.info("tiny CLIP step %d/%d loss %.3f (%.0f s)", step + 1, steps, loss, time.time() - start)
-    model.eval()
-    return model, losses
+            log.info("%s step %d/%d loss %.3f (%.0f s)", name, step + 1, steps, loss, time.time() - start)
+    return losses
+
+
+class _PairedTowers(torch.nn.Module):
+    """A media tower with a linear head and a small open_clip text tower, trained as a CLIP pair."""
+
+    def __init__(self, media: torch.nn.Module, pooled: Callable[[torch.Tensor], torch.Tensor], width: int) -> None:
+        super().__init__()
+        self.media, self.pooled = media, pooled
+        self.head = torch.nn.Linear(width, TEXT_TOWER["embed_dim"])
+        self.text = open_clip.model._build_text_tower(TEXT_TOWER["embed_dim"], TEXT_TOWER["text_cfg"])
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def encode_media(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(x))
+
+
+TEXT_TOWER = {
+    "embed_dim": 64,
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+}
+
+
+def warm_up_tower(
+    media: torch.nn.Module,
+    pooled: Callable[[torch.Tensor], torch.Tensor],
+    width: int,
+    inputs: torch.Tensor,
+    captions: Sequence[str],
+    steps: int,
+    name: str,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    seed: int = 0,
+) -> list[float]:
+    """CLAP/IMU2CLIP-style warm-up of an encoder (in place) against a fresh small text tower; returns the losses."""
+    torch.manual_seed(seed)
+    pair = _PairedTowers(media, pooled, width)
+    pair.train()
+    losses = contrastive_training(
+        pair.encode_media,
+        pair.text,
+        pair.logit_scale,
+        pair.parameters(),
+        inputs,
+        captions,
+        TEXT_TOWER["text_cfg"]["context_length"],
+        steps,
+        batch_size,
+        lr,
+        seed,
+        name,
+    )
+    media.eval()
+    return losses
+
+
+def tiny_clap_config() -> dict:
+    """A small non-fusion HTSAT (``ClapAudioConfig``): 32 mel bins, 64 x 64 spectrogram image, 3 stages, width 128."""
+    return {
+        "spec_size": 64,
+        "num_mel_bins": 32,
+        "patch_size": 4,
+        "window_size": 4,
+        "depths": [1, 1, 1],
+        "num_attention_heads": [2, 4, 8],
+        "hidden_size": 128,
+        "patch_embeds_hidden_size": 32,
+        "enable_fusion": False,
+    }
+
+
+TINY_CLAP_FEATURES = {
+    "sampling_rate": 16000,
+    "hop_length": 160,
+    "max_length_s": 1,
+    "fft_window_size": 512,
+    "frequency_min": 50,
+    "frequency_max": 8000,
+}
+"""``ClapFeatureExtractor`` settings of the tiny CLAP: 1-s pieces at 16 kHz, 10-ms hop."""
 
 
 def save_open_clip(model: open_clip.CLIP, cfg: dict, folder: Path, mean: Sequence[float], std: Sequence[float]) -> None:

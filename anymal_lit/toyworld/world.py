@@ -15,12 +15,12 @@ from tqdm import tqdm
 from anymal_lit.data import benchmarks
 from anymal_lit.encoders.image import ImageProcessor
 from anymal_lit.metrics.choice import circular_variants
-from anymal_lit.toyworld import shapes
+from anymal_lit.toyworld import media_world, shapes, signals
 from anymal_lit.toyworld.tiny_models import pretrain_lm, save_open_clip, tiny_clip_config, train_tokenizer, warm_up_clip
 
 log = logging.getLogger(__name__)
 
-WORLD_VERSION = 3
+WORLD_VERSION = 4
 CLIP_MEAN = (0.5, 0.5, 0.5)
 CLIP_STD = (0.25, 0.25, 0.25)
 
@@ -38,6 +38,11 @@ class WorldSpec:
         lm_steps: Pretraining steps of the tiny LM (its loss plateaus by ~400 steps; 1000 aligned as well as 1500).
         clip_steps: Contrastive warm-up steps of the tiny CLIP (300 -> 900 steps took aligned caption CIDEr from 3.0
             to 4.4 and shape accuracy from 0.32 to 0.68: an encoder that knows the world is what alignment needs).
+        audio_train / audio_val: Sounds (1 s each; 5 reference captions per val sound).
+        imu_train / imu_val: IMU traces (2-4 s).
+        video_train / video_val: Videos of a moving shape (8 frames, 2 s).
+        clap_steps: Contrastive warm-up steps of the tiny CLAP audio tower.
+        imu_steps: Contrastive warm-up steps of the tiny IMU encoder.
     """
 
     seed: int = 0
@@ -47,22 +52,41 @@ class WorldSpec:
     lm_corpus: int = 20000
     lm_steps: int = 1000
     clip_steps: int = 900
+    audio_train: int = 2000
+    audio_val: int = 100
+    imu_train: int = 2000
+    imu_val: int = 100
+    video_train: int = 1000
+    video_val: int = 100
+    clap_steps: int = 300
+    imu_steps: int = 300
 
 
 def lm_conversations(rng: np.random.Generator, n: int) -> list[list[dict[str, str]]]:
-    """The tiny LM's corpus: scene descriptions in context followed by a caption or a question and its answer.
+    """The tiny LM's corpus: descriptions in context followed by a caption or a question and its answer.
 
     Restating and querying what the context says teaches the frozen LM to use its context, the ability that
-    projected media tokens exploit after alignment.
+    projected media tokens exploit after alignment. Half the corpus is about pictures, the rest about sounds,
+    motions and videos (restated as captions of that modality).
     """
+    others = (
+        (signals.sample_sound, signals.sound_caption, signals.AUDIO_PROMPTS),
+        (signals.sample_motion, signals.imu_caption, signals.IMU_PROMPTS),
+        (signals.sample_movie, signals.video_caption, signals.VIDEO_PROMPTS),
+    )
     out = []
     for _ in range(n):
-        scene = shapes.sample_scene(rng)
-        desc = shapes.caption(scene, rng)
         if rng.random() < 0.5:
-            prompt, answer = str(rng.choice(shapes.CAPTION_PROMPTS)), shapes.caption(scene, rng)
+            sample, describe, prompts = others[int(rng.integers(len(others)))]
+            thing = sample(rng)
+            prompt, desc, answer = str(rng.choice(prompts)), describe(thing, rng), describe(thing, rng)
         else:
-            prompt, answer = shapes.questions(scene, rng)[0]
+            scene = shapes.sample_scene(rng)
+            desc = shapes.caption(scene, rng)
+            if rng.random() < 0.5:
+                prompt, answer = str(rng.choice(shapes.CAPTION_PROMPTS)), shapes.caption(scene, rng)
+            else:
+                prompt, answer = shapes.questions(scene, rng)[0]
         out.append([{"role": "user", "content": f"{desc}\n{prompt}"}, {"role": "assistant", "content": answer}])
     return out
 
@@ -274,8 +298,17 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
     timings["images_s"] = time.time() - start
 
     start = time.time()
+    media_rng = np.random.default_rng(spec.seed + 2)
+    sounds = media_world.write_sounds(root, {"train": spec.audio_train, "val": spec.audio_val}, media_rng)
+    motions = media_world.write_motions(root, {"train": spec.imu_train, "val": spec.imu_val}, media_rng)
+    media_world.write_videos(root, {"train": spec.video_train, "val": spec.video_val}, spec.image_size, media_rng)
+    media_world.write_interleaved(root, rows, motions, media_rng)
+    timings["media_s"] = time.time() - start
+
+    start = time.time()
     corpus = lm_conversations(np.random.default_rng(spec.seed + 1), spec.lm_corpus)
-    texts = [m["content"] for conv in corpus for m in conv] + list(shapes.CAPTION_PROMPTS)
+    prompts = shapes.CAPTION_PROMPTS + signals.AUDIO_PROMPTS + signals.IMU_PROMPTS + signals.VIDEO_PROMPTS
+    texts = [m["content"] for conv in corpus for m in conv] + list(prompts)
     tokenizer = train_tokenizer(texts)
     lm, lm_losses = pretrain_lm(tokenizer, corpus, spec.lm_steps, seed=spec.seed)
     lm.save_pretrained(root / "models" / "tiny-lm")
@@ -292,11 +325,20 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
     save_open_clip(clip, cfg, root / "models" / "tiny-clip", CLIP_MEAN, CLIP_STD)
     timings["clip_s"] = time.time() - start
 
+    start = time.time()
+    clap_losses = media_world.build_tiny_clap(root, sounds["train"], spec.clap_steps, spec.seed)
+    timings["clap_s"] = time.time() - start
+    start = time.time()
+    imu_losses = media_world.build_tiny_imu(root, motions["train"], spec.imu_steps, spec.seed)
+    timings["imu_s"] = time.time() - start
+
     report = {
         "spec": wanted,
         "timings": timings,
         "lm_loss": {"first": lm_losses[0], "last": float(np.mean(lm_losses[-50:]))},
         "clip_loss": {"first": clip_losses[0], "last": float(np.mean(clip_losses[-50:]))},
+        "clap_loss": {"first": clap_losses[0], "last": float(np.mean(clap_losses[-50:]))},
+        "imu_loss": {"first": imu_losses[0], "last": float(np.mean(imu_losses[-50:]))},
     }
     manifest.write_text(json.dumps(report, indent=2))
     log.info("toy world written to %s: %s", root, report)

@@ -55,6 +55,31 @@ def test_every_shipped_yaml_parses(workdir):
         cli("fit", "-c", str(yaml), "--print_config", cwd=workdir)
 
 
+def test_paper_recipes_hold_table_11_settings(workdir):
+    import yaml as pyyaml
+
+    def parsed(name: str) -> dict:
+        out = cli("fit", "-c", str(REPO / "experiments/anymal_paper" / name), "--print_config", cwd=workdir).stdout
+        return pyyaml.safe_load(out)
+
+    image, audio, video, imu = (parsed(f"align_{m}.yaml") for m in ("image", "audio", "video", "imu"))
+    projector = image["model"]["init_args"]["model"]["init_args"]["projectors"]["image"]["init_args"]
+    assert (projector["num_latents"], projector["num_layers"]) == (64, 6)
+    trainer = image["trainer"]
+    global_batch = image["data"]["init_args"]["batch_size"] * trainer["devices"] * trainer["num_nodes"]
+    assert global_batch == 2048 and image["model"]["init_args"]["lr"] == 2e-4 and trainer["max_steps"] == 100000
+    audio_model = audio["model"]["init_args"]["model"]["init_args"]
+    assert audio_model["encoders"]["audio"]["class_path"].endswith("ClapAudioEncoder")
+    assert audio_model["projectors"]["audio"]["class_path"].endswith("LinearProjector")
+    assert audio_model["projectors"]["audio"]["init_args"]["num_tokens"] == 32
+    assert audio["data"]["init_args"]["batch_size"] * audio["trainer"]["devices"] == 128
+    assert audio["model"]["init_args"]["lr"] == 1e-4
+    video_projector = video["model"]["init_args"]["model"]["init_args"]["projectors"]["video"]["init_args"]
+    assert (video_projector["num_latents"], video_projector["num_layers"]) == (32, 4)
+    imu_projector = imu["model"]["init_args"]["model"]["init_args"]["projectors"]["imu"]
+    assert imu_projector["class_path"].endswith("LinearProjector") and imu_projector["init_args"]["num_tokens"] == 32
+
+
 def test_list_shows_components_and_presets(workdir):
     out = cli("list", "--conf", str(REPO / "conf"), cwd=workdir).stdout
     for name in (
@@ -69,18 +94,21 @@ def test_list_shows_components_and_presets(workdir):
 
 
 def test_three_stage_chain_through_the_cli(workdir):
-    """align -> SFT -> DPO, each stage loading the previous stage's export (short runs on the mini world)."""
+    """align (4 modalities) -> SFT -> DPO, each loading the previous stage's export (short runs on the mini world)."""
     quick = ["--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"]
-    for name, steps in (("align_image", "2"), ("sft_image", "2"), ("dpo_image", "2")):
+    for name, steps in (("align", "2"), ("sft", "2"), ("dpo", "2")):
         yaml = str(REPO / "experiments" / "demo" / f"{name}.yaml")
         cli("fit", "-c", yaml, "--trainer.max_steps", steps, "--model.init_args.warmup_steps", "1", *quick, cwd=workdir)
         assert (workdir / f"runs/demo/{name}/checkpoints/export/trainable.safetensors").is_file()
     card = json.loads((workdir / "runs/demo/scorecard.json").read_text())["stages"]
+    for modality in ("image", "audio", "video", "imu"):  # one alignment run, all four modalities
+        assert {"cider_before", "cider"} <= set(card["align"][f"{modality}_caption"])
+    assert "vqa_official" in card["sft"]["image_imu_qa"]  # interleaved image + IMU questions
     assert {"vqa_official", "exact_match", "vqa_official_before"} <= set(card["sft"]["vqa"])
     assert {"accuracy_before", "accuracy", "reward_accuracy"} <= set(card["dpo"]["preference"])
     assert "vqa_official" in card["dpo"]["vqa"]
     assert {"circular", "vanilla", "circular_before"} <= set(card["sft"]["mmbench"])
-    lora = workdir / "runs/demo/dpo_image/checkpoints/export/lora/adapter_config.json"
+    lora = workdir / "runs/demo/dpo/checkpoints/export/lora/adapter_config.json"
     assert lora.is_file()  # LoRA also exported in peft's own format
-    dpo_ckpt = torch.load(workdir / "runs/demo/dpo_image/checkpoints/last.ckpt", weights_only=False)
+    dpo_ckpt = torch.load(workdir / "runs/demo/dpo/checkpoints/last.ckpt", weights_only=False)
     assert all("lora_" in k and ".default." in k for k in dpo_ckpt["state_dict"])  # projectors frozen, no reference

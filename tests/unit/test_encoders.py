@@ -9,13 +9,25 @@ import torch
 from PIL import Image
 
 from anymal_lit.catalog import components
-from anymal_lit.encoders import ImageProcessor, MediaError, ModalityEncoder, OpenCLIPImageEncoder
+from anymal_lit.encoders import (
+    ClapAudioEncoder,
+    ImageProcessor,
+    IMUEncoder,
+    MediaError,
+    ModalityEncoder,
+    OpenCLIPImageEncoder,
+    OpenCLIPVideoEncoder,
+)
 
 
 def build_encoder(cls: type[ModalityEncoder], world: Path) -> ModalityEncoder:
     """How to build each encoder from the tiny world; a new encoder adds one line here."""
+    clip = f"local-dir:{world / 'models/tiny-clip'}"
     builders = {
-        OpenCLIPImageEncoder: lambda: OpenCLIPImageEncoder(model_name=f"local-dir:{world / 'models/tiny-clip'}")
+        OpenCLIPImageEncoder: lambda: OpenCLIPImageEncoder(model_name=clip),
+        OpenCLIPVideoEncoder: lambda: OpenCLIPVideoEncoder(model_name=clip, frames_per_clip=4),
+        ClapAudioEncoder: lambda: ClapAudioEncoder(pretrained=str(world / "models/tiny-clap")),
+        IMUEncoder: lambda: IMUEncoder(pretrained=str(world / "models/tiny-imu")),
     }
     if cls not in builders:
         pytest.fail(f"no test builder for {cls.__name__}: add one to build_encoder")
@@ -40,8 +52,11 @@ def test_encoder_contract(cls, tiny_world):
 
 
 def _first_media(world: Path):
-    row = json.loads((world / "image_caption_val.jsonl").read_text().splitlines()[0])
-    return [("image", str(world / row["image"]))]
+    out = []
+    for modality in ("image", "audio", "video", "imu"):
+        row = json.loads((world / f"{modality}_caption_val.jsonl").read_text().splitlines()[0])
+        out.append((modality, str(world / row[modality])))
+    return out
 
 
 def test_open_clip_config_file_and_local_dir_load_the_same_weights(tiny_world, tmp_path):

@@ -1,0 +1,170 @@
+"""Per-modality data modules and a mixture that samples several datasets with weights (balanced by default).
+
+UnIVAL (Shukor et al., 2023) found that balancing tasks within a batch beats sampling in proportion to dataset
+size, so :class:`MixtureDataModule` gives every dataset the same share unless told otherwise. Each batch draws
+its rows from the datasets independently, so batches mix modalities (and rows without media).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Sampler
+from transformers import PreTrainedTokenizerBase
+
+from anymal_lit.data.datamodule import ConversationDataModule
+from anymal_lit.encoders.base import MediaProcessor
+
+log = logging.getLogger(__name__)
+
+
+class AudioTextDataModule(ConversationDataModule):
+    """Conversations about sounds (AudioCaps-style captions, audio QA). Arguments as :class:`ConversationDataModule`."""
+
+    modalities = ("audio",)
+
+
+class VideoTextDataModule(ConversationDataModule):
+    """Conversations about videos (video files or frame folders). Arguments as :class:`ConversationDataModule`."""
+
+    modalities = ("video",)
+
+
+class IMUTextDataModule(ConversationDataModule):
+    """Conversations about IMU motion traces (CSV/NPY). Arguments as :class:`ConversationDataModule`."""
+
+    modalities = ("imu",)
+
+
+class MixtureSampler(Sampler[int]):
+    """Draws ``num_samples`` indices into a ``ConcatDataset``: a dataset by weight, then its next unused example.
+
+    Within a dataset, examples follow a fresh permutation each pass (every example before any repeats). Only the
+    datasets active at the current epoch (``starts``) are drawn; their weights are renormalised. The order depends
+    only on ``seed`` and the epoch (Lightning calls :meth:`set_epoch`), so runs repeat exactly.
+    """
+
+    def __init__(
+        self, sizes: list[int], weights: list[float], starts: list[int], num_samples: int, seed: int = 0
+    ) -> None:
+        self.sizes, self.weights, self.starts = sizes, weights, starts
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def active(self) -> list[int]:
+        return [i for i, start in enumerate(self.starts) if start <= self.epoch]
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        active = self.active()
+        p = np.array([self.weights[i] for i in active], dtype=float)
+        choices = rng.choice(len(active), size=self.num_samples, p=p / p.sum())
+        orders = {i: rng.permutation(self.sizes[i]) for i in active}
+        used = dict.fromkeys(active, 0)
+        for c in choices:
+            d = active[int(c)]
+            if used[d] == self.sizes[d]:
+                orders[d], used[d] = rng.permutation(self.sizes[d]), 0
+            yield int(self.offsets[d] + orders[d][used[d]])
+            used[d] += 1
+
+
+class MixtureDataModule(ConversationDataModule):
+    """Several data modules (any modalities) sampled together for training; validation runs over all of them.
+
+    Args:
+        datasets: Name -> data module (e.g. ``image: ImageTextDataModule``, ``audio: AudioTextDataModule``). Each
+            keeps its own files and record settings; batching comes from this module.
+        weights: Name -> sampling weight. Default: balanced (every dataset equally likely per row, whatever its
+            size). Use the dataset sizes for size-proportional sampling.
+        curriculum: Name -> first epoch the dataset is sampled (default 0 for all): adds modalities over training.
+        samples_per_epoch: Rows per epoch (default: the total size of the datasets).
+        seed: Seed of the sampling order.
+        batch_size, eval_batch_size, num_workers: As :class:`ConversationDataModule`.
+    """
+
+    def __init__(
+        self,
+        datasets: dict[str, ConversationDataModule],
+        weights: dict[str, float] | None = None,
+        curriculum: dict[str, int] | None = None,
+        samples_per_epoch: int | None = None,
+        seed: int = 0,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
+        if not datasets:
+            raise ValueError("MixtureDataModule needs at least one dataset")
+        for label, mapping in (("weights", weights), ("curriculum", curriculum)):
+            unknown = sorted(set(mapping or {}) - set(datasets))
+            if unknown:
+                raise ValueError(f"{label} name unknown datasets {unknown}; datasets are {sorted(datasets)}")
+        if weights and any(w < 0 for w in weights.values()):
+            raise ValueError(f"weights must be >= 0, got {weights}")
+        self.datasets = datasets
+        self.weights = {name: float((weights or {}).get(name, 1.0)) for name in datasets}
+        self.curriculum = {name: int((curriculum or {}).get(name, 0)) for name in datasets}
+        if not any(w > 0 and self.curriculum[n] == 0 for n, w in self.weights.items()):
+            raise ValueError("no dataset has a positive weight from epoch 0")
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = seed
+
+    def bind(
+        self, tokenizer: PreTrainedTokenizerBase, processors: dict[str, MediaProcessor], placeholders: dict[str, str]
+    ) -> None:
+        super().bind(tokenizer, processors, placeholders)
+        for module in self.datasets.values():
+            module.bind(tokenizer, processors, placeholders)
+
+    def _concat(self, split: str, names: list[str]) -> ConcatDataset:
+        parts = []
+        for name in names:
+            path = self.datasets[name].files[split]
+            if path is None:
+                raise ValueError(f"dataset {name!r} has no {split}_file")
+            parts.append(self.datasets[name].dataset(path))
+        return ConcatDataset(parts)
+
+    def train_dataloader(self) -> DataLoader:
+        names = list(self.datasets)
+        data = self._concat("train", names)
+        sizes = [len(d) for d in data.datasets]
+        total = self.samples_per_epoch or sum(sizes)
+        sampler = MixtureSampler(
+            sizes, [self.weights[n] for n in names], [self.curriculum[n] for n in names], total, self.seed
+        )
+        shares = {n: round(self.weights[n] / sum(self.weights.values()), 3) for n in names}
+        log.info("mixture of %s: sizes %s, sampling shares %s, %d rows per epoch", names, sizes, shares, total)
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collator(),
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        names = [n for n, m in self.datasets.items() if m.files["val"]]
+        if not names:
+            return []
+        return DataLoader(
+            self._concat("val", names),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collator(),
+        )
