@@ -8,11 +8,14 @@
     anymal-lit toyworld --out runs/toyworld
     anymal-lit demo                      # toy world -> align -> SFT -> DPO -> scorecard
     anymal-lit convert vqav2 --questions q.json --annotations a.json --images val2014/ --out vqav2_val.jsonl
+    anymal-lit consolidate runs/.../checkpoints/last.ckpt merged.ckpt   # FSDP sharded checkpoint -> one file
+    anymal-lit cache-features -c experiments/demo/align.yaml            # frozen-encoder features to data.feature_cache
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from lightning.pytorch.cli import LightningCLI
@@ -20,7 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 from anymal_lit.data.datamodule import ConversationDataModule
 from anymal_lit.stages.base import AnyMALStage
 
-KIT_COMMANDS = ("list", "toyworld", "demo", "convert")
+KIT_COMMANDS = ("list", "toyworld", "demo", "convert", "consolidate")
 
 
 class AnyMALCLI(LightningCLI):
@@ -53,20 +56,34 @@ def _kit_command(argv: list[str]) -> None:
     p_demo.add_argument("--out", default="runs/demo")
     p_demo.add_argument("--experiments", default="experiments/demo")
     p_conv = sub.add_parser("convert", help="turn a benchmark's own files into the kit's JSONL records")
-    p_conv.add_argument("format", choices=["coco-captions", "vqav2", "mmbench"])
+    p_conv.add_argument("format", choices=["coco-captions", "vqav2", "mmbench", "audiocaps"])
     p_conv.add_argument("--out", required=True, help="JSONL to write")
-    p_conv.add_argument("--images", required=True, help="image folder (MMBench: where decoded images go)")
+    p_conv.add_argument("--images", help="image folder (MMBench: where decoded images go)")
+    p_conv.add_argument("--csv", help="AudioCaps CSV")
+    p_conv.add_argument("--audio", help="AudioCaps: folder of downloaded clips")
+    p_conv.add_argument("--audio-pattern", default="{youtube_id}_{start_time}.wav")
     p_conv.add_argument("--captions", help="COCO captions JSON")
     p_conv.add_argument("--questions", help="VQAv2 questions JSON")
     p_conv.add_argument("--annotations", help="VQAv2 annotations JSON")
     p_conv.add_argument("--image-pattern", default="COCO_val2014_{image_id:012d}.jpg")
     p_conv.add_argument("--tsv", help="MMBench TSV")
     p_conv.add_argument("--skip-bad", action="store_true", help="skip (and count) bad rows instead of stopping")
+    p_cons = sub.add_parser("consolidate", help="merge a sharded (FSDP) checkpoint folder into one torch.save file")
+    p_cons.add_argument("checkpoint", help="the distributed checkpoint folder (e.g. checkpoints/last.ckpt/)")
+    p_cons.add_argument("out", help="single-file checkpoint to write")
     args = parser.parse_args(argv)
-    if args.command == "convert":
+    if args.command == "convert" and args.format != "audiocaps" and not args.images:
+        parser.error(f"convert {args.format} needs --images")
+    if args.command == "consolidate":
+        from anymal_lit.strategies import consolidate
+
+        print(f"wrote {consolidate(args.checkpoint, args.out)}")
+    elif args.command == "convert":
         from anymal_lit.data import benchmarks
 
-        if args.format == "coco-captions":
+        if args.format == "audiocaps":
+            records = benchmarks.audiocaps_records(args.csv, args.audio, args.audio_pattern, skip_bad=args.skip_bad)
+        elif args.format == "coco-captions":
             records = benchmarks.coco_caption_records(args.captions, args.images, skip_bad=args.skip_bad)
         elif args.format == "vqav2":
             records = benchmarks.vqa_records(
@@ -89,9 +106,37 @@ def _kit_command(argv: list[str]) -> None:
         run_demo(args.world, args.out, args.experiments)
 
 
+def cache_features(args: list[str]) -> dict[str, dict]:
+    """``anymal-lit cache-features -c <experiment>.yaml``: encode every media file the experiment's data module
+    reads (train/val/test files, every dataset of a mixture) with the frozen encoders, into its ``feature_cache``."""
+    from anymal_lit.data.feature_cache import FeatureCache
+    from anymal_lit.data.mixture import MixtureDataModule
+
+    cli = AnyMALCLI(args=args, run=False)
+    model, data = cli.model.model, cli.datamodule
+    modules = list(data.datasets.values()) if isinstance(data, MixtureDataModule) else [data]
+    root = next((m.feature_cache for m in [data, *modules] if m.feature_cache), None)
+    if root is None:
+        raise SystemExit("cache-features: set data.init_args.feature_cache (a folder) in the config")
+    data.bind(model.llm.tokenizer, model.media_processors(), cli.model._placeholders())
+    paths: dict[str, list[str]] = {}
+    for module in modules:
+        for path in filter(None, module.files.values()):
+            for record in module.records(path, require_response=False):
+                for modality, media in record.media:
+                    paths.setdefault(modality, []).append(media)
+    cache = FeatureCache(root)
+    return {m: cache.fill(m, model.encoders[m], files) for m, files in paths.items() if m in model.encoders}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in KIT_COMMANDS:
+    if args and args[0] == "cache-features":
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        print(json.dumps(cache_features(args[1:]), indent=2))
+    elif args and args[0] in KIT_COMMANDS:
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

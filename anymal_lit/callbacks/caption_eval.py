@@ -199,7 +199,8 @@ class CaptionEvalCallback(GenerationEvalCallback):
 
     Args:
         data: JSONL whose records' ``id`` matches the references' ``image_id``; the final assistant turn is dropped.
-        references: COCO caption annotation JSON.
+        references: COCO caption annotation JSON; None takes each record's own ``references`` list (as written by
+            ``anymal-lit convert``, e.g. for AudioCaps).
         name: Benchmark name in logs and the scorecard.
         every_n_epochs: Evaluation period during fit.
         before_fit: Also evaluate once before the first training step.
@@ -215,7 +216,7 @@ class CaptionEvalCallback(GenerationEvalCallback):
     def __init__(
         self,
         data: str,
-        references: str,
+        references: str | None = None,
         name: str = "image_caption",
         every_n_epochs: int = 1,
         before_fit: bool = True,
@@ -231,14 +232,21 @@ class CaptionEvalCallback(GenerationEvalCallback):
             data, name, every_n_epochs, before_fit, batch_size, max_new_tokens, limit, num_logged_samples,
             scorecard, predictions_dir,
         )  # fmt: skip
-        self.references = read_coco_references(references)
+        self.references = read_coco_references(references) if references else {}
         self.with_meteor = with_meteor
 
     def new_metric(self) -> CaptionMetric:
         return CaptionMetric(with_meteor=self.with_meteor)
 
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, suffix: str = "") -> dict[str, float]:
+        if not self.references:
+            records = trainer.datamodule.records(self.data, require_response=False)
+            self.references = {r.id: list(r.extra.get("references") or []) for r in records}
+            self.references = {k: v for k, v in self.references.items() if v}
+        return super().evaluate(trainer, pl_module, suffix)
+
     def update(self, metric: Any, ids: list[str], texts: list[str]) -> None:
         missing = [rid for rid in ids if rid not in self.references]
         if missing:
-            raise KeyError(f"{self.data}: records {missing[:3]} have no references in the COCO file")
+            raise KeyError(f"{self.data}: records {missing[:3]} have no references")
         metric.update(ids, texts, [self.references[r] for r in ids])

@@ -2,6 +2,7 @@
 
 * COCO captions: ``captions_*.json`` (``images`` + ``annotations``) and an image folder.
 * VQAv2 / TextVQA-style: questions JSON (``questions``) + annotations JSON (``annotations`` with 10 ``answers``).
+* AudioCaps: the CSV (``audiocap_id, youtube_id, start_time, caption``) and a folder of downloaded clips.
 * MMBench: the official TSV (``index, question, hint, A..D, answer, category, image`` as base64).
 
 Every reader validates as it goes and reports bad rows with their file and row id; ``skip_bad`` turns those
@@ -45,6 +46,61 @@ class _Collector:
         if self.skipped:
             log.warning("%s: skipped %d rows; first: %s", self.source, len(self.skipped), self.skipped[0])
         return records
+
+
+AUDIOCAPS_PROMPT = "A short audio caption:"
+
+
+def audiocaps_records(
+    csv_path: str | Path,
+    audio_dir: str | Path,
+    audio_pattern: str = "{youtube_id}_{start_time}.wav",
+    prompt: str = AUDIOCAPS_PROMPT,
+    skip_bad: bool = False,
+) -> list[dict]:
+    """AudioCaps CSV (``audiocap_id, youtube_id, start_time, caption``) + a local audio folder -> one record per clip.
+
+    The val/test splits hold 5 captions per clip (rows sharing ``youtube_id`` and ``start_time``): all of them become
+    the clip's ``references``. ``audio_pattern`` names the downloaded files (fields of the CSV row); clips whose
+    file is missing are reported with their row (AudioCaps clips often vanish from YouTube: use ``skip_bad``).
+    """
+    path = Path(csv_path)
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    need = {"youtube_id", "start_time", "caption"}
+    if rows and not need <= set(rows[0]):
+        raise RecordError(f"{path}: AudioCaps CSV needs columns {sorted(need)}, found {sorted(rows[0])}")
+    clips: dict[tuple[str, str], dict[str, Any]] = {}
+    bad = _Collector(str(path), skip_bad)
+    for i, row in enumerate(rows, start=2):  # line numbers (after the header)
+        row_id = row.get("audiocap_id") or f"line {i}"
+        if not (row.get("caption") or "").strip():
+            bad.bad(row_id, "empty caption")
+            continue
+        key = (row["youtube_id"], row["start_time"])
+        clip = clips.setdefault(key, {"row": row, "row_id": row_id, "captions": []})
+        clip["captions"].append(row["caption"].strip())
+    out = []
+    for (youtube_id, start_time), clip in clips.items():
+        try:
+            audio = Path(audio_dir) / audio_pattern.format(**clip["row"])
+        except KeyError as err:
+            raise RecordError(f"{path}: audio_pattern {audio_pattern!r} names a missing column {err}") from None
+        if not audio.is_file():
+            bad.bad(clip["row_id"], f"audio file not found: {audio}")
+            continue
+        out.append(
+            {
+                "id": f"{youtube_id}_{start_time}",
+                "audio": str(audio.resolve()),
+                "references": clip["captions"],
+                "conversations": [
+                    {"from": "human", "value": f"<audio>\n{prompt}"},
+                    {"from": "gpt", "value": clip["captions"][0]},
+                ],
+            }
+        )
+    return bad.done(out)
 
 
 def coco_caption_records(

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from anymal_lit.data.chat import ChatTokenizer
+from anymal_lit.data.feature_cache import CachedFeatures
 from anymal_lit.data.records import Record, RecordError
 from anymal_lit.encoders.base import MediaError, MediaProcessor
 from anymal_lit.losses import IGNORE_INDEX
@@ -97,19 +98,31 @@ class PaddingCollator:
             if sample["labels"] is not None:
                 labels[r, :n] = sample["labels"]
             for modality, pieces in sample["media"]:
-                group = media.setdefault(modality, {"pieces": [], "counts": []})
-                group["pieces"].append(pieces)
+                group = media.setdefault(modality, {"pieces": [], "features": [], "counts": [], "cached": []})
+                cached = isinstance(pieces, CachedFeatures)
+                group["features" if cached else "pieces"].append(pieces.features if cached else pieces)
                 group["counts"].append(pieces.shape[0])
+                group["cached"].append(cached)
         batch = {
             "ids": [s["id"] for s in kept],
             "index": torch.tensor([s["index"] for s in kept]),
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "media": {
-                m: {"pieces": torch.cat(g["pieces"]), "counts": torch.tensor(g["counts"])} for m, g in media.items()
-            },
+            "media": {m: _media_group(g) for m, g in media.items()},
             "skipped": len(samples) - len(kept),
         }
         if kept[0]["labels"] is not None:
             batch["labels"] = labels
         return batch
+
+
+def _media_group(group: dict[str, list]) -> dict[str, torch.Tensor]:
+    """One modality's items: ``pieces`` to encode and/or ``features`` from the cache, ``counts`` per item and, when
+    any item was cached, ``cached`` (which items' pieces are in ``features``)."""
+    out = {"counts": torch.tensor(group["counts"])}
+    if group["pieces"]:
+        out["pieces"] = torch.cat(group["pieces"])
+    if group["features"]:
+        out["features"] = torch.cat(group["features"])
+        out["cached"] = torch.tensor(group["cached"])
+    return out

@@ -6,12 +6,14 @@ from typing import Any
 
 import lightning.pytorch as L
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from anymal_lit.data.chat import ChatTokenizer
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator
+from anymal_lit.data.feature_cache import FeatureCache
 from anymal_lit.data.records import Record, read_records
-from anymal_lit.encoders.base import MediaProcessor
+from anymal_lit.encoders.base import MediaProcessor, ModalityEncoder
 from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
 
 
@@ -35,6 +37,9 @@ class ConversationDataModule(L.LightningDataModule):
             instead of stopping with an error.
         media_root: Folder media paths are relative to (default: each JSONL file's folder).
         tokenizer: Tokenizer name or folder, when not bound to a model.
+        feature_cache: Folder of frozen-encoder features written by ``anymal-lit cache-features``; cached media are
+            read from it instead of being loaded and encoded (files not in it are encoded live).
+        require_cached_features: With ``feature_cache``, a file missing from the cache is an error.
     """
 
     modalities: tuple[str, ...] | None = None
@@ -53,6 +58,8 @@ class ConversationDataModule(L.LightningDataModule):
         skip_bad_records: bool = False,
         media_root: str | None = None,
         tokenizer: str | None = None,
+        feature_cache: str | None = None,
+        require_cached_features: bool = False,
     ) -> None:
         super().__init__()
         self.files = {"train": train_file, "val": val_file, "test": test_file, "predict": predict_file}
@@ -62,15 +69,27 @@ class ConversationDataModule(L.LightningDataModule):
         self.max_length = max_length
         self.skip_bad_records = skip_bad_records
         self.media_root = media_root
+        self.feature_cache = feature_cache
+        self.require_cached_features = require_cached_features
         self.tokenizer: PreTrainedTokenizerBase | None = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else None
         self.processors: dict[str, MediaProcessor] = {}
         self.placeholders = dict(DEFAULT_PLACEHOLDERS)
         self._records: dict[str, list[Record]] = {}
 
     def bind(
-        self, tokenizer: PreTrainedTokenizerBase, processors: dict[str, MediaProcessor], placeholders: dict[str, str]
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        processors: dict[str, MediaProcessor],
+        placeholders: dict[str, str],
+        encoders: dict[str, ModalityEncoder] | None = None,
     ) -> None:
-        """Use the model's tokenizer, media loaders and placeholder tokens."""
+        """Use the model's tokenizer, media loaders and placeholder tokens (and its encoders, for the feature cache)."""
+        if self.feature_cache and encoders:
+            cache = FeatureCache(self.feature_cache)
+            processors = {
+                m: cache.processor(m, encoders[m], self.require_cached_features) if m in encoders else p
+                for m, p in processors.items()
+            }
         if self.modalities is not None:
             processors = {m: p for m, p in processors.items() if m in self.modalities}
         self.tokenizer, self.processors = tokenizer, processors
@@ -99,8 +118,12 @@ class ConversationDataModule(L.LightningDataModule):
         return self.dataloader(path, self.batch_size if split == "train" else self.eval_batch_size, shuffle, generation)
 
     def dataloader(self, path: str, batch_size: int, shuffle: bool = False, generation: bool = False) -> DataLoader:
-        """A loader over any JSONL file with this module's settings (used by the evaluation callbacks)."""
-        return DataLoader(
+        """A loader over any JSONL file with this module's settings (used by the evaluation callbacks).
+
+        A ``StatefulDataLoader`` (torchdata): its position within the epoch, sampler and worker state go into
+        Lightning checkpoints, so a run resumed mid-epoch continues with exactly the batches it would have seen.
+        """
+        return StatefulDataLoader(
             self.dataset(path, generation),
             batch_size=batch_size,
             shuffle=shuffle,

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Sampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
 from anymal_lit.data.datamodule import ConversationDataModule
-from anymal_lit.encoders.base import MediaProcessor
+from anymal_lit.encoders.base import MediaProcessor, ModalityEncoder
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,15 @@ class MixtureDataModule(ConversationDataModule):
         self.seed = seed
 
     def bind(
-        self, tokenizer: PreTrainedTokenizerBase, processors: dict[str, MediaProcessor], placeholders: dict[str, str]
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        processors: dict[str, MediaProcessor],
+        placeholders: dict[str, str],
+        encoders: dict[str, ModalityEncoder] | None = None,
     ) -> None:
-        super().bind(tokenizer, processors, placeholders)
+        super().bind(tokenizer, processors, placeholders, encoders)
         for module in self.datasets.values():
-            module.bind(tokenizer, processors, placeholders)
+            module.bind(tokenizer, processors, placeholders, encoders)
 
     def _concat(self, split: str, names: list[str]) -> ConcatDataset:
         parts = []
@@ -146,7 +151,7 @@ class MixtureDataModule(ConversationDataModule):
         )
         shares = {n: round(self.weights[n] / sum(self.weights.values()), 3) for n in names}
         log.info("mixture of %s: sizes %s, sampling shares %s, %d rows per epoch", names, sizes, shares, total)
-        return DataLoader(
+        return StatefulDataLoader(  # resumable mid-epoch (see ConversationDataModule.dataloader)
             data,
             batch_size=self.batch_size,
             sampler=sampler,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +13,7 @@ from torch import nn
 from anymal_lit.encoders.base import ModalityEncoder
 from anymal_lit.losses import IGNORE_INDEX, masked_lm_loss
 from anymal_lit.models.causal_lm import CausalLM
+from anymal_lit.models.packing import pack_rows
 from anymal_lit.projectors.base import Projector
 
 Batch = dict[str, Any]
@@ -42,6 +45,9 @@ class AnyMALModel(nn.Module):
         encoders: Modality name -> frozen encoder (the names must have a placeholder in ``llm``).
         projectors: Modality name -> projector from that encoder's features to the LLM hidden size.
         match_embedding_rms: Scale each projector's output at init to the RMS of the LLM's token embeddings.
+        packing_length: Pack the teacher-forced rows of a batch (after media expansion) into sequences of at most
+            this many tokens with a block-diagonal causal mask (``anymal_lit.models.packing``); None pads instead.
+            The loss is the same either way; packing removes the padding's compute.
     """
 
     def __init__(
@@ -50,6 +56,7 @@ class AnyMALModel(nn.Module):
         encoders: dict[str, ModalityEncoder],
         projectors: dict[str, Projector],
         match_embedding_rms: bool = True,
+        packing_length: int | None = None,
     ) -> None:
         super().__init__()
         if set(encoders) != set(projectors):
@@ -75,6 +82,9 @@ class AnyMALModel(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.projectors = nn.ModuleDict(projectors)
         self.neftune_alpha = 0.0
+        if packing_length is not None and packing_length > llm.max_length:
+            raise ValueError(f"packing_length {packing_length} exceeds the LLM context ({llm.max_length})")
+        self.packing_length = packing_length
 
     @property
     def modalities(self) -> list[str]:
@@ -90,15 +100,31 @@ class AnyMALModel(nn.Module):
         for name, item in media.items():
             if name not in self.encoders:
                 raise ValueError(f"batch holds {name!r} media but the model has no {name!r} encoder")
-            features = self.encoders[name](item["pieces"])  # [P, N, D_enc]
-            tokens = self.projectors[name](features)  # [P, K, D_llm]
             counts = [int(c) for c in item["counts"]]
+            features = self._features(name, item, counts)  # [P, N, D_enc]
+            tokens = self.projectors[name](features)  # [P, K, D_llm]
             # each item's pieces are consecutive: [P, K, D] -> per item [pieces_i * K, D] (eq. 4: concatenation)
             out[name] = [t.reshape(-1, t.shape[-1]) for t in torch.split(tokens, counts)]
         return out
 
+    def _features(self, name: str, item: dict[str, torch.Tensor], counts: list[int]) -> torch.Tensor:
+        """Encoder features of every piece, in item order: encoded live, or read from the feature cache."""
+        cached = item.get("cached")
+        if cached is None:
+            return self.encoders[name](item["pieces"])
+        encoded = self.encoders[name](item["pieces"]) if "pieces" in item else item["features"][:0]
+        live = iter(torch.split(encoded, [c for c, k in zip(counts, cached) if not k]))
+        stored = iter(torch.split(item["features"], [c for c, k in zip(counts, cached) if k]))
+        parts = [next(stored) if k else next(live) for k in cached.tolist()]
+        return torch.cat(parts)
+
     def splice(self, batch: Batch, padding_side: str = "right") -> SplicedInputs:
         """Replace each placeholder by its media tokens and re-pad the rows to a common length."""
+        rows_e, rows_l = self.splice_rows(batch)
+        return self._pad(rows_e, rows_l, padding_side, batch)
+
+    def splice_rows(self, batch: Batch) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Per row, the embeddings ``[n_r, D]`` with media tokens in place of the placeholders (and labels)."""
         input_ids, mask = batch["input_ids"], batch["attention_mask"].bool()
         labels = batch.get("labels")
         media_tokens = self.project_media(batch.get("media", {}))
@@ -134,16 +160,14 @@ class AnyMALModel(nn.Module):
                 raise ValueError(
                     f"batch {batch.get('ids')}: {len(media_tokens[name])} {name} items, {used} placeholders"
                 )
-        return self._pad(rows_e, rows_l if labels is not None else None, padding_side, batch)
+        return rows_e, rows_l if labels is not None else None
 
     def _pad(
         self, rows_e: list[torch.Tensor], rows_l: list[torch.Tensor] | None, side: str, batch: Batch
     ) -> SplicedInputs:
         lengths = [row.shape[0] for row in rows_e]
         longest = max(lengths)
-        if longest > self.llm.max_length:
-            too_long = [self._record_id(batch, r) for r, n in enumerate(lengths) if n > self.llm.max_length]
-            raise ValueError(f"records {too_long} exceed the LLM context ({self.llm.max_length}) after media expansion")
+        self._check_context(rows_e, batch, self.llm.max_length)
         B, D = len(rows_e), rows_e[0].shape[-1]
         ref = rows_e[0]
         embeds = ref.new_zeros(B, longest, D)
@@ -158,6 +182,22 @@ class AnyMALModel(nn.Module):
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
         return SplicedInputs(embeds, attn, labels, position_ids)
 
+    def _absent_projectors(self, batch: Batch) -> torch.Tensor | float:
+        """0 x the trainable parameters of projectors whose modality is absent from the batch.
+
+        Every projector then takes part in every step on every rank (with zero gradients when unused), so DDP needs
+        no ``find_unused_parameters`` and sharded strategies never wait on a collective another rank skipped.
+        """
+        present = set(batch.get("media", {}))
+        params = [p for name, proj in self.projectors.items() if name not in present for p in proj.parameters()]
+        params = [p for p in params if p.requires_grad]
+        return sum(p.sum() for p in params) * 0.0 if params else 0.0
+
+    def _check_context(self, rows_e: list[torch.Tensor], batch: Batch, limit: int) -> None:
+        too_long = [self._record_id(batch, r) for r, row in enumerate(rows_e) if row.shape[0] > limit]
+        if too_long:
+            raise ValueError(f"records {too_long} exceed the LLM context ({limit} tokens) after media expansion")
+
     def _neftune(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """NEFTune (Jain et al., 2023): uniform noise scaled by alpha / sqrt(L * d) on the text embeddings."""
         lengths = mask.sum(-1, keepdim=True).unsqueeze(-1).clamp(min=1)  # [B, 1, 1]
@@ -169,8 +209,25 @@ class AnyMALModel(nn.Module):
         ids = batch.get("ids")
         return str(ids[row]) if ids is not None else f"row {row}"
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Teacher-forced pass; returns ``logits`` ``[B, L, V]``, ``labels`` ``[B, L]`` and ``loss`` when labelled."""
+    def forward(self, batch: Batch, pack: bool = True) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass; returns ``logits`` ``[B, L, V]``, ``labels`` ``[B, L]`` and ``loss`` when labelled.
+
+        With ``packing_length`` set (and ``pack``), rows are packed: ``logits``/``labels`` are then ``[R, L, ...]``
+        over packed rows and ``segments`` ``[R, L]`` names each token's source row. Pass ``pack=False`` where
+        per-row outputs are needed (DPO's sequence log-probs).
+        """
+        if pack and self.packing_length is not None and "labels" in batch:
+            rows_e, rows_l = self.splice_rows(batch)
+            self._check_context(rows_e, batch, self.packing_length)
+            packed = pack_rows(rows_e, rows_l, self.packing_length)
+            logits = self.llm(
+                inputs_embeds=packed.inputs_embeds,
+                attention_mask=packed.attention_mask,
+                position_ids=packed.position_ids,
+                use_cache=False,
+            ).logits
+            loss = masked_lm_loss(logits, packed.labels) + self._absent_projectors(batch)
+            return {"logits": logits, "labels": packed.labels, "loss": loss, "segments": packed.segments}
         inputs = self.splice(batch)
         logits = self.llm(
             inputs_embeds=inputs.inputs_embeds,
@@ -181,12 +238,16 @@ class AnyMALModel(nn.Module):
         out = {"logits": logits}
         if inputs.labels is not None:
             out["labels"] = inputs.labels
-            out["loss"] = masked_lm_loss(logits, inputs.labels)
+            out["loss"] = masked_lm_loss(logits, inputs.labels) + self._absent_projectors(batch)
         return out
 
     @torch.no_grad()
     def generate(self, batch: Batch, max_new_tokens: int = 32, **generate_kwargs: Any) -> list[str]:
         """Greedy (by default) batched generation from left-padded prompts with a KV cache; returns the texts."""
+        with _unsharded(self):
+            return self._generate(batch, max_new_tokens, **generate_kwargs)
+
+    def _generate(self, batch: Batch, max_new_tokens: int, **generate_kwargs: Any) -> list[str]:
         inputs = self.splice(batch, padding_side="left")
         tokenizer = self.llm.tokenizer
         kwargs = {"do_sample": False, "num_beams": 1, **generate_kwargs}
@@ -200,3 +261,18 @@ class AnyMALModel(nn.Module):
             **kwargs,
         )
         return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+@contextmanager
+def _unsharded(module: nn.Module) -> Iterator[None]:
+    """Gather an FSDP2 root unit's parameters for work outside its ``forward`` (generation); no-op otherwise."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(module, FSDPModule):
+        yield
+        return
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()

@@ -8,6 +8,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from anymal_lit.models.causal_lm import CausalLM
+from anymal_lit.strategies import full_tensor
 
 REFERENCE_ADAPTER = "reference"
 
@@ -46,7 +47,13 @@ def add_reference_adapter(llm: CausalLM) -> None:
     model.set_adapter("default")
 
 
-def save_lora(llm: CausalLM, folder: str | Path) -> None:
-    """The ``default`` adapter in peft's own format (``adapter_config.json`` + ``adapter_model.safetensors``)."""
+def lora_state(llm: CausalLM) -> dict[str, torch.Tensor]:
+    """Every LoRA tensor of the LLM, whole (under FSDP a collective: call on every rank)."""
+    return {n: full_tensor(p.detach()) for n, p in llm.model.named_parameters() if "lora_" in n}
+
+
+def save_lora(llm: CausalLM, folder: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """The ``default`` adapter in peft's own format (``adapter_config.json`` + ``adapter_model.safetensors``);
+    ``state`` (from :func:`lora_state`) supplies whole tensors when the model is sharded."""
     if isinstance(llm.model, PeftModel):
-        llm.model.save_pretrained(str(folder), selected_adapters=["default"])
+        llm.model.save_pretrained(str(folder), selected_adapters=["default"], state_dict=state)

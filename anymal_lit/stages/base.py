@@ -8,11 +8,28 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from anymal_lit.models.anymal import AnyMALModel
 from anymal_lit.stages.export import load_export, trainable_state, write_export
+from anymal_lit.strategies import full_tensor, shard_fsdp2
+
+
+def _rng_states() -> dict[str, Any]:
+    """torch/numpy/python RNG states in types ``torch.load(weights_only=True)`` accepts (no numpy arrays)."""
+    states = _collect_rng_states()
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    _set_rng_states({**states, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)})
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -59,6 +76,7 @@ class AnyMALStage(L.LightningModule):
         if init_from is not None:
             load_export(self.model, init_from)
         self.strict_loading = False  # checkpoints hold only trainable weights (checked in on_load_checkpoint)
+        self._sharded = False
 
     @abstractmethod
     def configure_trainable(self) -> None:
@@ -67,7 +85,9 @@ class AnyMALStage(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "bind"):
-            datamodule.bind(self.model.llm.tokenizer, self.model.media_processors(), self._placeholders())
+            datamodule.bind(
+                self.model.llm.tokenizer, self.model.media_processors(), self._placeholders(), dict(self.model.encoders)
+            )
 
     def _placeholders(self) -> dict[str, str]:
         tokenizer = self.model.llm.tokenizer
@@ -119,12 +139,20 @@ class AnyMALStage(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self._trainable_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        # this process's RNG streams (NEFTune noise, dropout), so a resumed run draws what the uninterrupted one would
+        checkpoint[f"rng_states_rank{self.global_rank}"] = _rng_states()
         self.write_export()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         missing = sorted(self._trainable_keys() - set(checkpoint["state_dict"]))
         if missing:
             raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors of this stage, e.g. {missing[:3]}")
+        self._resume_rng = checkpoint.get(f"rng_states_rank{self.global_rank}")
+
+    def on_train_start(self) -> None:
+        if getattr(self, "_resume_rng", None) is not None:  # restored last, after loaders and optimizers are built
+            _restore_rng_states(self._resume_rng)
+            self._resume_rng = None
 
     def export_dir(self) -> Path:
         callback = self.trainer.checkpoint_callback
@@ -132,10 +160,18 @@ class AnyMALStage(L.LightningModule):
         return Path(base) / "export"
 
     def write_export(self) -> None:
+        # under FSDP every rank holds a shard: gather the full tensors on all ranks, rank 0 writes them
+        state = {k: full_tensor(v) for k, v in trainable_state(self.model).items()}
         if self.trainer.is_global_zero:
             meta = {"stage": self.stage_name, "global_step": self.global_step, "modalities": self.model.modalities}
-            folder = write_export(self.model, self.export_dir(), meta)
+            folder = write_export(state, self.export_dir(), meta)
             rank_zero_info(f"exported trainable weights to {folder}")
+
+    def configure_model(self) -> None:
+        """Shard the model when the strategy is FSDP2 (``conf/strategy/fsdp.yaml``); other strategies need nothing."""
+        if isinstance(getattr(self._trainer, "strategy", None), ModelParallelStrategy) and not self._sharded:
+            shard_fsdp2(self.model, self.model.llm.model, self.device_mesh["data_parallel"])
+            self._sharded = True
 
     def on_train_end(self) -> None:
         self.write_export()

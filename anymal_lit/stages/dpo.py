@@ -118,7 +118,7 @@ class DPOStage(SFTStage):
             self.configure_trainable()
 
     def _logps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(batch)
+        out = self.model(batch, pack=False)  # per-row sequence log-probs
         logps = sequence_logps(out["logits"], out["labels"])
         n = batch["num_pairs"]
         return logps[:n], logps[n:]

@@ -22,11 +22,13 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def write_export(model: nn.Module, folder: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``trainable.safetensors`` (trainable parameters only) and ``export.json`` (what and where from)."""
+def write_export(model: nn.Module | dict[str, torch.Tensor], folder: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``trainable.safetensors`` (the trainable parameters of ``model``, or a ready state dict) and
+    ``export.json`` (what and where from)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().cpu() for k, v in trainable_state(model).items()}
+    tensors = model if isinstance(model, dict) else trainable_state(model)
+    state = {k: v.contiguous().cpu() for k, v in tensors.items()}
     save_file(state, str(folder / WEIGHTS_FILE))
     (folder / META_FILE).write_text(json.dumps({**meta, "tensors": sorted(state)}, indent=2))
     return folder

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anymal_lit.models.anymal import AnyMALModel
-from anymal_lit.models.lora import add_lora, save_lora
+from anymal_lit.models.lora import add_lora, lora_state, save_lora
 from anymal_lit.stages.base import AnyMALStage
 
 
@@ -67,5 +67,6 @@ class SFTStage(AnyMALStage):
 
     def write_export(self) -> None:
         super().write_export()
+        state = lora_state(self.model.llm) if self._sharded else None
         if self.trainer.is_global_zero:
-            save_lora(self.model.llm, Path(self.export_dir()) / "lora")
+            save_lora(self.model.llm, Path(self.export_dir()) / "lora", state)

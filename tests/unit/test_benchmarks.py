@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from anymal_lit.data.benchmarks import (
+    audiocaps_records,
     coco_caption_records,
     mmbench_records,
     multiple_choice_prompt,
@@ -87,3 +88,29 @@ def test_coco_caption_records(tmp_path, images):
     (tmp_path / "c.json").write_text(json.dumps(coco))
     records = coco_caption_records(tmp_path / "c.json", images, skip_bad=True)
     assert len(records) == 1 and records[0]["references"] == ["a red square"]
+
+
+def test_audiocaps_csv_groups_captions_per_clip_and_reports_missing_audio(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    (tmp_path / "audio").mkdir()
+    for name in ("abc_30", "def_0"):
+        sf.write(tmp_path / "audio" / f"{name}.wav", np.zeros(1600, np.float32), 16000)
+    rows = [
+        "audiocap_id,youtube_id,start_time,caption",
+        "1,abc,30,A dog barks",
+        "2,abc,30,A dog is barking loudly",
+        "3,def,0,Rain falls on a roof",
+        "4,gone,10,A car passes",
+    ]
+    (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(RecordError, match=r"test.csv: row 4: audio file not found: .*gone_10.wav"):
+        audiocaps_records(tmp_path / "test.csv", tmp_path / "audio")
+    records = audiocaps_records(tmp_path / "test.csv", tmp_path / "audio", skip_bad=True)
+    assert [r["id"] for r in records] == ["abc_30", "def_0"]
+    assert records[0]["references"] == ["A dog barks", "A dog is barking loudly"]
+    assert records[0]["conversations"][0]["value"].startswith("<audio>")
+    (tmp_path / "bad.csv").write_text("id,caption\n1,x\n")
+    with pytest.raises(RecordError, match="needs columns"):
+        audiocaps_records(tmp_path / "bad.csv", tmp_path / "audio")

@@ -1,0 +1,93 @@
+"""Sample packing after media expansion: several samples share one row, isolated by a block-diagonal causal mask.
+
+Packing happens on the spliced rows (text embeddings with the media tokens already in place), so modality tokens
+and text are packed together and lengths are exact. Each packed row gets:
+
+* a 4-D boolean mask ``[R, 1, L, L]``: position i attends to j only if j <= i and both belong to the same sample
+  (DESIGN.md: position-ids-only packing lets samples attend to each other unless ``use_cache=False``; the explicit
+  mask makes isolation independent of that flag);
+* position ids restarting at 0 for every sample, so each sample sees the positions it would see alone;
+* labels whose first position in every sample is ignored, so no sample learns to predict the next one's start.
+
+The loss over a packed batch is then the token-weighted mean of the samples' losses, as with padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from anymal_lit.losses import IGNORE_INDEX
+
+
+def plan_packs(lengths: list[int], max_length: int) -> list[list[int]]:
+    """Group row indices into packs of total length <= ``max_length`` (first-fit decreasing; order kept inside)."""
+    too_long = [i for i, n in enumerate(lengths) if n > max_length]
+    if too_long:
+        raise ValueError(f"rows {too_long} are longer than the packing length {max_length}")
+    packs: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+        slot = next((p for p, free in enumerate(room) if free >= lengths[i]), None)
+        if slot is None:
+            packs.append([i])
+            room.append(max_length - lengths[i])
+        else:
+            packs[slot].append(i)
+            room[slot] -= lengths[i]
+    return [sorted(p) for p in packs]
+
+
+@dataclass
+class PackedInputs:
+    """Packed LLM inputs: ``inputs_embeds`` ``[R, L, D]``, ``attention_mask`` ``[R, 1, L, L]`` (bool),
+    ``position_ids``/``labels``/``segments`` ``[R, L]`` (``segments``: the source row of each token, -1 = padding)."""
+
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor | None
+    position_ids: torch.Tensor
+    segments: torch.Tensor
+
+    @property
+    def real_tokens(self) -> int:
+        return int((self.segments >= 0).sum())
+
+
+def pack_rows(
+    rows_e: list[torch.Tensor], rows_l: list[torch.Tensor] | None, max_length: int, pad_to: int | None = None
+) -> PackedInputs:
+    """Pack variable-length rows ``[n_i, D]`` (and labels ``[n_i]``) into ``[R, L, D]`` with L <= ``max_length``.
+
+    ``pad_to`` pads every packed row to a fixed length (e.g. ``max_length``, for static shapes); by default rows
+    are padded to the longest pack.
+    """
+    lengths = [row.shape[0] for row in rows_e]
+    packs = plan_packs(lengths, max_length)
+    width = pad_to or max(sum(lengths[i] for i in pack) for pack in packs)
+    ref = rows_e[0]
+    R, D = len(packs), ref.shape[-1]
+    embeds = ref.new_zeros(R, width, D)
+    segments = torch.full((R, width), -1, dtype=torch.long, device=ref.device)
+    positions = torch.zeros((R, width), dtype=torch.long, device=ref.device)
+    labels = torch.full((R, width), IGNORE_INDEX, dtype=torch.long, device=ref.device) if rows_l is not None else None
+    for r, pack in enumerate(packs):
+        start = 0
+        for i in pack:
+            n = lengths[i]
+            span = slice(start, start + n)
+            embeds[r, span] = rows_e[i]
+            segments[r, span] = i
+            positions[r, span] = torch.arange(n, device=ref.device)
+            if labels is not None:
+                labels[r, span] = rows_l[i]
+                labels[r, start] = IGNORE_INDEX  # never predicted from the previous sample's last token
+            start += n
+    same = segments[:, :, None] == segments[:, None, :]
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=ref.device))
+    mask = (same & causal & (segments >= 0)[:, :, None])[:, None]
+    # padding rows attend to themselves only (an all-False row would give NaN softmax in some kernels)
+    eye = torch.eye(width, dtype=torch.bool, device=ref.device)
+    mask = mask | (eye & (segments < 0)[:, :, None])[:, None]
+    return PackedInputs(embeds, mask, labels, positions, segments)

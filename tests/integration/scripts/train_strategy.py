@@ -1,0 +1,80 @@
+"""Run under `torchrun --nproc_per_node 2`: a few alignment steps on the tiny world with one strategy.
+
+Usage: train_strategy.py WORLD {ddp,fsdp} OUT.json CKPT_DIR [--stop-at N] [--resume CKPT]
+Rank 0 writes the mean loss of every step across ranks, the per-rank parameter and optimizer-state bytes and the
+checkpoint path.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from anymal_lit.data import ImageTextDataModule
+from anymal_lit.stages import AlignmentStage
+from anymal_lit.strategies import FSDP2Strategy, local_bytes
+from tests.conftest import build_model
+
+parser = argparse.ArgumentParser()
+parser.add_argument("world", type=Path)
+parser.add_argument("strategy", choices=["ddp", "fsdp"])
+parser.add_argument("out", type=Path)
+parser.add_argument("ckpt_dir", type=Path)
+parser.add_argument("--steps", type=int, default=4)
+parser.add_argument("--stop-at", type=int, default=None)
+parser.add_argument("--resume", default=None)
+args = parser.parse_args()
+
+
+class Record(Callback):
+    def __init__(self) -> None:
+        self.losses: dict[int, float] = {}
+        self.ids: dict[int, list[str]] = {}
+        self.bytes: dict[str, int] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.strategy.reduce(outputs["loss"].detach(), reduce_op="mean")
+        self.losses[trainer.global_step] = float(loss)
+        self.ids[trainer.global_step] = list(batch["ids"])  # rank 0's records
+        if args.stop_at is not None and trainer.global_step >= args.stop_at:
+            raise KeyboardInterrupt  # the job is killed mid-epoch, before this step's checkpoint
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        opt = trainer.optimizers[0]
+        state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.ndim > 0]
+        self.bytes = {"params": local_bytes(pl_module.parameters()), "optimizer": local_bytes(state)}
+
+
+L.seed_everything(0)
+stage = AlignmentStage(build_model(args.world), lr=1e-3, warmup_steps=1)
+data = ImageTextDataModule(train_file=str(args.world / "image_caption_train.jsonl"), batch_size=4)
+record = Record()
+checkpoint = ModelCheckpoint(dirpath=args.ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=1)
+trainer = L.Trainer(
+    accelerator="cpu",
+    devices=2,
+    strategy=FSDP2Strategy() if args.strategy == "fsdp" else "ddp",
+    max_steps=args.steps,
+    logger=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+    limit_val_batches=0,
+    callbacks=[record, checkpoint],
+)
+try:
+    trainer.fit(stage, datamodule=data, ckpt_path=args.resume)
+except SystemExit:  # Lightning's graceful shutdown after the interrupt
+    assert args.stop_at is not None
+if trainer.is_global_zero:
+    last = str(args.ckpt_dir / "last.ckpt")
+    result = {"losses": record.losses, "ids": record.ids, "bytes": record.bytes, "last": last}
+    args.out.write_text(json.dumps(result))
+dist.barrier()
+dist.destroy_process_group()
+os._exit(0)  # gloo sometimes aborts at interpreter exit

@@ -1,0 +1,62 @@
+"""DDP and FSDP2 on 2 CPU processes (gloo): same losses, half the parameters per rank, sharded checkpoints that
+resume like DDP's and consolidate into one file.
+
+Known gap (CHANGELOG): after a mid-epoch resume on 2 processes the data order differs from the uninterrupted run
+(Lightning's DistributedSampler injection and the stateful loader disagree); 1-process resume is exact
+(tests/integration/test_resume.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from anymal_lit.strategies import consolidate
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def train(world, strategy: str, tmp_path, name: str, *extra: str) -> dict:
+    out, ckpt = tmp_path / f"{name}.json", tmp_path / f"{name}_ckpt"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(REPO / "tests/integration/scripts/train_strategy.py"), str(world), strategy, str(out), str(ckpt),
+        "--steps", "12", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    result["losses"] = {int(k): v for k, v in result["losses"].items()}
+    return result
+
+
+def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(tiny_world, tmp_path):
+    ddp = train(tiny_world, "ddp", tmp_path, "ddp")
+    fsdp = train(tiny_world, "fsdp", tmp_path, "fsdp")
+    assert sorted(ddp["losses"]) == sorted(fsdp["losses"]) == list(range(1, 13))
+    for step, loss in ddp["losses"].items():
+        assert fsdp["losses"][step] == pytest.approx(loss, rel=1e-4), step
+    ratio = fsdp["bytes"]["params"] / ddp["bytes"]["params"]
+    assert 0.45 < ratio < 0.6, ratio  # each rank holds about half of every sharded tensor
+    assert fsdp["bytes"]["optimizer"] < 0.6 * ddp["bytes"]["optimizer"]
+
+    # killed mid-epoch (during step 6, so the last checkpoint is step 5) and resumed, under FSDP and under DDP:
+    # the sharded checkpoint restores exactly what the DDP one does
+    resumed = {}
+    for strategy in ("fsdp", "ddp"):
+        cut = train(tiny_world, strategy, tmp_path, f"cut_{strategy}", "--stop-at", "6")
+        assert max(cut["losses"]) == 6
+        resumed[strategy] = train(tiny_world, strategy, tmp_path, f"cut_{strategy}", "--resume", cut["last"])
+        assert sorted(resumed[strategy]["losses"]) == list(range(6, 13))
+    for step, loss in resumed["ddp"]["losses"].items():
+        assert resumed["fsdp"]["losses"][step] == pytest.approx(loss, rel=1e-4), step
+    assert resumed["fsdp"]["ids"] == resumed["ddp"]["ids"]
+
+    merged = consolidate(resumed["fsdp"]["last"], tmp_path / "merged.ckpt")
+    state = torch.load(merged, weights_only=False)
+    assert state["global_step"] == 12
+    assert state["state_dict"] and all(k.startswith("model.projectors.") for k in state["state_dict"])
