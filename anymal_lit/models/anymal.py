@@ -13,7 +13,7 @@ from torch import nn
 from anymal_lit.encoders.base import ModalityEncoder
 from anymal_lit.losses import IGNORE_INDEX, masked_lm_loss
 from anymal_lit.models.causal_lm import CausalLM
-from anymal_lit.models.packing import pack_rows
+from anymal_lit.models.packing import PackedInputs, pack_rows
 from anymal_lit.projectors.base import Projector
 
 Batch = dict[str, Any]
@@ -220,26 +220,24 @@ class AnyMALModel(nn.Module):
             rows_e, rows_l = self.splice_rows(batch)
             self._check_context(rows_e, batch, self.packing_length)
             packed = pack_rows(rows_e, rows_l, self.packing_length)
-            logits = self.llm(
-                inputs_embeds=packed.inputs_embeds,
-                attention_mask=packed.attention_mask,
-                position_ids=packed.position_ids,
-                use_cache=False,
-            ).logits
+            logits = self._logits(packed)
             loss = masked_lm_loss(logits, packed.labels) + self._absent_projectors(batch)
             return {"logits": logits, "labels": packed.labels, "loss": loss, "segments": packed.segments}
         inputs = self.splice(batch)
-        logits = self.llm(
-            inputs_embeds=inputs.inputs_embeds,
-            attention_mask=inputs.attention_mask,
-            position_ids=inputs.position_ids,
-            use_cache=False,
-        ).logits
+        logits = self._logits(inputs)
         out = {"logits": logits}
         if inputs.labels is not None:
             out["labels"] = inputs.labels
             out["loss"] = masked_lm_loss(logits, inputs.labels) + self._absent_projectors(batch)
         return out
+
+    def _logits(self, inputs: SplicedInputs | PackedInputs) -> torch.Tensor:
+        return self.llm(
+            inputs_embeds=inputs.inputs_embeds,
+            attention_mask=inputs.attention_mask,
+            position_ids=inputs.position_ids,
+            use_cache=False,
+        ).logits
 
     @torch.no_grad()
     def generate(self, batch: Batch, max_new_tokens: int = 32, **generate_kwargs: Any) -> list[str]:
