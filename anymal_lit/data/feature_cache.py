@@ -31,7 +31,7 @@ def encoder_key(encoder: ModalityEncoder) -> str:
     h = hashlib.sha256(json.dumps(encoder.fingerprint(), sort_keys=True, default=str).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -112,3 +112,19 @@ def test_three_stage_chain_through_the_cli(workdir):
     assert lora.is_file()  # LoRA also exported in peft's own format
     dpo_ckpt = torch.load(workdir / "runs/demo/dpo/checkpoints/last.ckpt", weights_only=False)
     assert all("lora_" in k and ".default." in k for k in dpo_ckpt["state_dict"])  # projectors frozen, no reference
+
+
+def test_cache_features_then_train_from_the_cache_and_fsdp_config_parses(workdir):
+    yaml = str(REPO / "experiments" / "demo" / "align_image.yaml")
+    cache = ["--data.init_args.feature_cache", "runs/cache"]
+    out = cli("cache-features", "-c", yaml, *cache, cwd=workdir).stdout
+    stats = json.loads(out[out.index("{") :])
+    assert stats["image"]["encoded"] > 0 and stats["image"]["hits"] == 0
+    again = cli("cache-features", "-c", yaml, *cache, cwd=workdir).stdout
+    assert json.loads(again[again.index("{") :])["image"]["encoded"] == 0  # nothing new to encode
+    short = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.callbacks", "[]"]
+    strict = ["--data.init_args.require_cached_features", "true"]
+    cli("fit", "-c", yaml, *cache, *strict, *short, cwd=workdir)  # every file from the cache, none decoded
+    strategy = str(REPO / "conf" / "strategy" / "fsdp.yaml")
+    printed = cli("fit", "-c", yaml, "-c", strategy, "--print_config", cwd=workdir).stdout
+    assert "anymal_lit.strategies.FSDP2Strategy" in printed

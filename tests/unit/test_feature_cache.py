@@ -50,3 +50,13 @@ def test_stale_entries_are_never_used(tiny_model, tiny_world, tmp_path):
         next(encoder.parameters()).add_(1e-3)
     assert encoder_key(encoder) != key
     assert cache.folder("image", encoder) != tmp_path / "cache" / f"image-{key}"
+
+
+def test_encoder_key_covers_every_encoder_kind(tiny_world):
+    from anymal_lit.encoders import ClapAudioEncoder, IMUEncoder
+
+    keys = {
+        encoder_key(ClapAudioEncoder(pretrained=str(tiny_world / "models/tiny-clap"))),
+        encoder_key(IMUEncoder(pretrained=str(tiny_world / "models/tiny-imu"))),
+    }
+    assert len(keys) == 2 and all(len(k) == 16 for k in keys)
