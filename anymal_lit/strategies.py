@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.fabric.utilities.seed import reset_seed
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ModelParallelStrategy
 from torch import nn
 
 
@@ -91,6 +92,18 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
+def gathered_state(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole copies of possibly sharded parameters: FSDP2 DTensors or DeepSpeed ZeRO-3 partitions (whose ``.data``
+    is empty outside a gather). A collective under sharding: call on every rank."""
+    partitioned = [p for p in named.values() if hasattr(p, "ds_id")]
+    if partitioned:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
+            return {k: v.detach().clone() for k, v in named.items()}
+    return {k: full_tensor(v.detach()) for k, v in named.items()}
+
+
 def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
     """Merge a distributed (sharded) checkpoint folder written under FSDP2 into one ``torch.save`` file.
 
@@ -112,3 +125,38 @@ def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
         merged.update(torch.load(meta, weights_only=False))
     torch.save(merged, out)
     return out
+
+
+class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+    """DeepSpeed ZeRO on CPU processes (gloo) — **CPU-only, for tests and laptops**; on GPUs use Lightning's
+    ``DeepSpeedStrategy`` (``conf/strategy/deepspeed_zero{2,3}.yaml``), which this only relaxes.
+
+    Lightning refuses DeepSpeed without CUDA, and passes the CUDA device index as DeepSpeed's device rank; this
+    subclass skips that check and passes the local rank instead. Nothing else changes, so ZeRO partitioning,
+    checkpoints and resume are DeepSpeed's own. A GPU run adds fused CUDA kernels, bf16 and NCCL collectives.
+    """
+
+    def setup_environment(self) -> None:
+        DDPStrategy.setup_environment(self)  # DeepSpeedStrategy's override only adds the CUDA check
+
+    def setup_distributed(self) -> None:
+        # as DeepSpeedStrategy, minus the check that every process owns a CUDA device index
+        reset_seed()
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    def _setup_model_and_optimizer(self, model: nn.Module, optimizer: Any, lr_scheduler: Any = None) -> Any:
+        import argparse
+
+        import deepspeed
+
+        engine, ds_optimizer, _, _ = deepspeed.initialize(
+            args=argparse.Namespace(device_rank=self.local_rank),
+            config=self.config,
+            model=model,
+            model_parameters=[p for p in model.parameters() if p.requires_grad],
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            dist_init_required=False,
+        )
+        return engine, ds_optimizer

@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from anymal_lit.models.causal_lm import CausalLM
-from anymal_lit.strategies import full_tensor
+from anymal_lit.strategies import gathered_state
 
 REFERENCE_ADAPTER = "reference"
 
@@ -49,7 +49,7 @@ def add_reference_adapter(llm: CausalLM) -> None:
 
 def lora_state(llm: CausalLM) -> dict[str, torch.Tensor]:
     """Every LoRA tensor of the LLM, whole (under FSDP a collective: call on every rank)."""
-    return {n: full_tensor(p.detach()) for n, p in llm.model.named_parameters() if "lora_" in n}
+    return gathered_state({n: p for n, p in llm.model.named_parameters() if "lora_" in n})
 
 
 def save_lora(llm: CausalLM, folder: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from anymal_lit.models.anymal import AnyMALModel
 from anymal_lit.stages.export import load_export, trainable_state, write_export
-from anymal_lit.strategies import full_tensor, shard_fsdp2
+from anymal_lit.strategies import gathered_state, shard_fsdp2
 
 
 def _rng_states() -> dict[str, Any]:
@@ -160,8 +160,8 @@ class AnyMALStage(L.LightningModule):
         return Path(base) / "export"
 
     def write_export(self) -> None:
-        # under FSDP every rank holds a shard: gather the full tensors on all ranks, rank 0 writes them
-        state = {k: full_tensor(v) for k, v in trainable_state(self.model).items()}
+        # under FSDP / ZeRO-3 every rank holds a shard: gather whole tensors on all ranks, rank 0 writes them
+        state = gathered_state({n: p for n, p in self.model.named_parameters() if p.requires_grad})
         if self.trainer.is_global_zero:
             meta = {"stage": self.stage_name, "global_step": self.global_step, "modalities": self.model.modalities}
             folder = write_export(state, self.export_dir(), meta)

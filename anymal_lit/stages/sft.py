@@ -67,6 +67,7 @@ class SFTStage(AnyMALStage):
 
     def write_export(self) -> None:
         super().write_export()
-        state = lora_state(self.model.llm) if self._sharded else None
+        zero3 = any(hasattr(p, "ds_id") for p in self.model.parameters())  # DeepSpeed ZeRO-3 partitions
+        state = lora_state(self.model.llm) if self._sharded or zero3 else None
         if self.trainer.is_global_zero:
             save_lora(self.model.llm, Path(self.export_dir()) / "lora", state)

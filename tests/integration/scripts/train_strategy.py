@@ -17,17 +17,18 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from anymal_lit.data import ImageTextDataModule
 from anymal_lit.stages import AlignmentStage
-from anymal_lit.strategies import FSDP2Strategy, local_bytes
+from anymal_lit.strategies import CPUDeepSpeedStrategy, FSDP2Strategy, local_bytes
 from tests.conftest import build_model
 
 parser = argparse.ArgumentParser()
 parser.add_argument("world", type=Path)
-parser.add_argument("strategy", choices=["ddp", "fsdp"])
+parser.add_argument("strategy", choices=["ddp", "fsdp", "zero3"])
 parser.add_argument("out", type=Path)
 parser.add_argument("ckpt_dir", type=Path)
 parser.add_argument("--steps", type=int, default=4)
 parser.add_argument("--stop-at", type=int, default=None)
 parser.add_argument("--resume", default=None)
+parser.add_argument("--no-shuffle", action="store_true", help="records in file order (same batches for any strategy)")
 args = parser.parse_args()
 
 
@@ -47,18 +48,25 @@ class Record(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         opt = trainer.optimizers[0]
         state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.ndim > 0]
-        self.bytes = {"params": local_bytes(pl_module.parameters()), "optimizer": local_bytes(state)}
+        params = [getattr(p, "ds_tensor", p) for p in pl_module.parameters()]  # ZeRO-3 keeps the shard in ds_tensor
+        self.bytes = {"params": local_bytes(params), "optimizer": local_bytes(state)}
 
 
 L.seed_everything(0)
 stage = AlignmentStage(build_model(args.world), lr=1e-3, warmup_steps=1)
 data = ImageTextDataModule(train_file=str(args.world / "image_caption_train.jsonl"), batch_size=4)
+if args.no_shuffle:
+    data.train_dataloader = lambda: data.dataloader(data.files["train"], data.batch_size, shuffle=False)
 record = Record()
 checkpoint = ModelCheckpoint(dirpath=args.ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=1)
 trainer = L.Trainer(
     accelerator="cpu",
     devices=2,
-    strategy=FSDP2Strategy() if args.strategy == "fsdp" else "ddp",
+    strategy={
+        "ddp": lambda: "ddp",
+        "fsdp": FSDP2Strategy,
+        "zero3": lambda: CPUDeepSpeedStrategy(stage=3, process_group_backend="gloo", exclude_frozen_parameters=True),
+    }[args.strategy](),
     max_steps=args.steps,
     logger=False,
     enable_progress_bar=False,
