@@ -95,7 +95,7 @@ def synthesize_sound(sound: Sound, rng: np.random.Generator, rate: int = 16000, 
 
 def sound_caption(sound: Sound, rng: np.random.Generator, template: int | None = None) -> str:
     phrase = f"{COUNT_WORDS[sound.count]} {_words(PITCH_WORDS, sound.pitch, rng)} {_kind(sound)}"
-    return _template(phrase, rng, template)
+    return _template(REFERENCE_TEMPLATES, phrase, rng, template)
 
 
 def _kind(sound: Sound) -> str:
@@ -103,9 +103,10 @@ def _kind(sound: Sound) -> str:
     return singular if sound.count == 1 else plural
 
 
-def _template(phrase: str, rng: np.random.Generator, template: int | None) -> str:
-    index = int(rng.integers(len(REFERENCE_TEMPLATES))) if template is None else template
-    return REFERENCE_TEMPLATES[index].format(p=phrase)
+def _template(templates: tuple[str, ...], phrase: str, rng: np.random.Generator, template: int | None) -> str:
+    """``phrase`` in the given template, or in a random one (one draw from ``rng``)."""
+    index = int(rng.integers(len(templates))) if template is None else template
+    return templates[index].format(p=phrase)
 
 
 # --- IMU activities -------------------------------------------------------------------------------------------
@@ -179,8 +180,7 @@ def imu_caption(motion: Motion, rng: np.random.Generator, template: int | None =
     phrase = _words(ACTIVITY_WORDS, motion.activity, rng)
     if motion.pace != "none":
         phrase += f" {_words(PACE_WORDS, motion.pace, rng)}"
-    index = int(rng.integers(len(IMU_TEMPLATES))) if template is None else template
-    return IMU_TEMPLATES[index].format(p=phrase)
+    return _template(IMU_TEMPLATES, phrase, rng, template)
 
 
 # --- videos of moving shapes ----------------------------------------------------------------------------------
@@ -239,5 +239,4 @@ def render_movie(movie: Movie, rng: np.random.Generator, frames: int = 8, side: 
 
 def video_caption(movie: Movie, rng: np.random.Generator, template: int | None = None) -> str:
     phrase = f"a {movie.colour} {movie.shape} {_words(MOTION_WORDS, movie.motion, rng)}"
-    index = int(rng.integers(len(VIDEO_TEMPLATES))) if template is None else template
-    return VIDEO_TEMPLATES[index].format(p=phrase)
+    return _template(VIDEO_TEMPLATES, phrase, rng, template)
