@@ -8,6 +8,7 @@
     anymal-lit toyworld --out runs/toyworld
     anymal-lit demo                      # toy world -> align -> SFT -> DPO -> scorecard
     anymal-lit convert vqav2 --questions q.json --annotations a.json --images val2014/ --out vqav2_val.jsonl
+    anymal-lit convert webdataset --records train.jsonl --out shards/train-%06d.tar   # JSONL + media -> tar shards
     anymal-lit consolidate runs/.../checkpoints/last.ckpt merged.ckpt   # FSDP sharded checkpoint -> one file
     anymal-lit cache-features -c experiments/demo/align.yaml            # frozen-encoder features to data.feature_cache
 """
@@ -55,9 +56,13 @@ def _kit_command(argv: list[str]) -> None:
     p_demo.add_argument("--world", default="runs/toyworld")
     p_demo.add_argument("--out", default="runs/demo")
     p_demo.add_argument("--experiments", default="experiments/demo")
-    p_conv = sub.add_parser("convert", help="turn a benchmark's own files into the kit's JSONL records")
-    p_conv.add_argument("format", choices=["coco-captions", "vqav2", "mmbench", "audiocaps"])
-    p_conv.add_argument("--out", required=True, help="JSONL to write")
+    p_conv = sub.add_parser(
+        "convert", help="turn a benchmark's own files into the kit's JSONL records, or JSONL records into tar shards"
+    )
+    p_conv.add_argument("format", choices=["coco-captions", "vqav2", "mmbench", "audiocaps", "webdataset"])
+    p_conv.add_argument("--out", required=True, help="JSONL to write (webdataset: a shard pattern, s/train-%%06d.tar)")
+    p_conv.add_argument("--records", help="webdataset: the JSONL records (and their media) to pack")
+    p_conv.add_argument("--maxcount", type=int, default=1000, help="webdataset: samples per shard")
     p_conv.add_argument("--images", help="image folder (MMBench: where decoded images go)")
     p_conv.add_argument("--csv", help="AudioCaps CSV")
     p_conv.add_argument("--audio", help="AudioCaps: folder of downloaded clips")
@@ -72,12 +77,19 @@ def _kit_command(argv: list[str]) -> None:
     p_cons.add_argument("checkpoint", help="the distributed checkpoint folder (e.g. checkpoints/last.ckpt/)")
     p_cons.add_argument("out", help="single-file checkpoint to write")
     args = parser.parse_args(argv)
-    if args.command == "convert" and args.format != "audiocaps" and not args.images:
+    if args.command == "convert" and args.format not in ("audiocaps", "webdataset") and not args.images:
         parser.error(f"convert {args.format} needs --images")
+    if args.command == "convert" and args.format == "webdataset" and not args.records:
+        parser.error("convert webdataset needs --records")
     if args.command == "consolidate":
         from anymal_lit.strategies import consolidate
 
         print(f"wrote {consolidate(args.checkpoint, args.out)}")
+    elif args.command == "convert" and args.format == "webdataset":
+        from anymal_lit.data.webdataset import write_shards
+
+        shards = write_shards(args.records, args.out, args.maxcount, skip_bad_records=args.skip_bad)
+        print(f"wrote {len(shards)} shard(s): {shards[0]} ... {shards[-1]}")
     elif args.command == "convert":
         from anymal_lit.data import benchmarks
 

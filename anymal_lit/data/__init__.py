@@ -12,6 +12,7 @@ from anymal_lit.data.mixture import (
 )
 from anymal_lit.data.preference import PreferenceDataModule, PreferenceDataset
 from anymal_lit.data.records import Record, RecordError, read_records
+from anymal_lit.data.webdataset import ShardStream, WebDataModule, write_shards
 
 __all__ = [
     "AudioTextDataModule",
@@ -29,4 +30,7 @@ __all__ = [
     "Record",
     "RecordError",
     "read_records",
+    "ShardStream",
+    "WebDataModule",
+    "write_shards",
 ]

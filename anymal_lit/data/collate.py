@@ -51,25 +51,37 @@ class ConversationDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample | None:
         record = self.records[index]
-        try:
-            media = []
-            for modality, path in record.media:
-                if modality not in self.processors:
-                    raise RecordError(f"{record.where()}: no {modality} encoder in the model for {path}")
-                try:
-                    media.append((modality, self.processors[modality](path)))
-                except MediaError as err:
-                    raise RecordError(f"{record.where()}: {err}") from None
-            if self.generation:
-                input_ids, labels = self.chat.generation_prompt(record), None
-            else:
-                input_ids, labels = self.chat.training_example(record)
-        except RecordError as err:
-            if not self.skip_bad_records:
-                raise
-            log.warning("skipping %s", err)
-            return None
-        return {"id": record.id, "input_ids": input_ids, "labels": labels, "media": media, "index": index}
+        return load_sample(record, index, self.chat, self.processors, self.generation, self.skip_bad_records)
+
+
+def load_sample(
+    record: Record,
+    index: int,
+    chat: ChatTokenizer,
+    processors: dict[str, MediaProcessor],
+    generation: bool = False,
+    skip_bad_records: bool = False,
+) -> Sample | None:
+    """One record -> a tokenized sample with its media loaded (``None`` for a bad record with ``skip_bad_records``)."""
+    try:
+        media = []
+        for modality, path in record.media:
+            if modality not in processors:
+                raise RecordError(f"{record.where()}: no {modality} encoder in the model for {path}")
+            try:
+                media.append((modality, processors[modality](path)))
+            except MediaError as err:
+                raise RecordError(f"{record.where()}: {err}") from None
+        if generation:
+            input_ids, labels = chat.generation_prompt(record), None
+        else:
+            input_ids, labels = chat.training_example(record)
+    except RecordError as err:
+        if not skip_bad_records:
+            raise
+        log.warning("skipping %s", err)
+        return None
+    return {"id": record.id, "input_ids": input_ids, "labels": labels, "media": media, "index": index}
 
 
 @dataclass

@@ -1,0 +1,257 @@
+"""WebDataset tar shards: write them from JSONL records, stream them into training from any URL webdataset opens.
+
+A shard is a plain tar file; each sample is a group of members sharing a key::
+
+    000000042.json      {"id": "coco-391895", "messages": [...], "image": ["m0.png"], ...}
+    000000042.m0.png    the bytes of the record's first media file (any modality, its own file format)
+
+The JSON is the record in the kit's JSONL format (``anymal_lit.data.records``) whose media paths name members of
+the same sample, so every loader, placeholder rule and error message of the JSONL path applies unchanged. URLs are
+anything ``webdataset`` opens: local paths with brace ranges (``shards/train-{000000..000127}.tar``), ``http(s)://``
+or ``pipe:aws s3 cp s3://bucket/train-000001.tar -`` -- a dataset larger than one disk streams from object storage.
+
+Training streams shards *with resampling* (webdataset's ``ResampledShards``): every process and loader worker
+draws shards at random with replacement from a seed of (seed, pass, rank, worker), reads them sequentially and
+shuffles samples in a buffer. Nothing has to be split evenly across ranks and no rank runs dry, and a restart
+never depends on which shards were already read. The stream is deterministic, so the loader's state (pass and
+samples read, saved in checkpoints by the ``StatefulDataLoader``) resumes it exactly: the restored worker replays
+its stream to the same position, skipping the already-used samples before decoding any media.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import math
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+from torch.utils.data import IterableDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from anymal_lit.data.chat import ChatTokenizer
+from anymal_lit.data.collate import Sample, load_sample
+from anymal_lit.data.datamodule import ConversationDataModule
+from anymal_lit.data.records import RecordError, parse_record, read_records
+from anymal_lit.encoders.base import MediaProcessor
+from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
+
+log = logging.getLogger(__name__)
+
+KEY_DIGITS = 9
+
+
+def write_shards(
+    records_file: str | Path,
+    pattern: str,
+    maxcount: int = 1000,
+    maxsize: float = 1e9,
+    placeholders: dict[str, str] | None = None,
+    media_root: str | None = None,
+    skip_bad_records: bool = False,
+) -> list[str]:
+    """Pack a JSONL dataset and its media files into tar shards (``pattern`` with ``%06d``, e.g.
+    ``shards/train-%06d.tar``), at most ``maxcount`` samples or ``maxsize`` bytes per shard. Records are validated
+    as for training (missing media -> :class:`RecordError` naming the record, or skipped with ``skip_bad_records``).
+    Frame folders cannot go into a tar sample: encode them as a video file first. Returns the shard paths written.
+    """
+    records = read_records(
+        records_file, placeholders or DEFAULT_PLACEHOLDERS, media_root, skip_bad_records, require_response=False
+    )
+    Path(pattern).parent.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    with wds.ShardWriter(pattern, maxcount=maxcount, maxsize=maxsize, verbose=0) as sink:
+        for i, record in enumerate(records):
+            sample: dict[str, Any] = {"__key__": f"{i:0{KEY_DIGITS}d}"}
+            names: dict[str, list[str]] = {}
+            for j, (modality, path) in enumerate(record.media):
+                if Path(path).is_dir():
+                    raise RecordError(f"{record.where()}: {path} is a folder; shards hold files (encode it as a video)")
+                member = f"m{j}{Path(path).suffix.lower()}"
+                sample[member] = Path(path).read_bytes()
+                names.setdefault(modality, []).append(member)
+            raw = {"id": record.id, "messages": record.messages, **record.extra, **names}
+            sample["json"] = json.dumps(raw).encode("utf-8")
+            sink.write(sample)
+            if sink.fname not in written:
+                written.append(sink.fname)
+    log.info("wrote %d records from %s into %d shard(s)", len(records), records_file, len(written))
+    return written
+
+
+class ShardStream(IterableDataset):
+    """Training samples streamed from resampled tar shards; see the module docstring.
+
+    Args:
+        urls: Shard URLs (brace notation or a list).
+        load: ``(record, index) -> sample`` (tokenize + load media; raises :class:`RecordError` for a bad record).
+        placeholders: Modality -> placeholder token (records are validated as JSONL lines are).
+        samples_per_epoch: Samples per epoch over all processes and workers together.
+        shuffle_buffer: Samples held in the shuffle buffer of each worker.
+        seed: Seed of the shard draws and the buffer shuffle.
+        skip_bad_records: Count and skip unreadable shards and bad samples instead of raising.
+    """
+
+    def __init__(
+        self,
+        urls: str | list[str],
+        load: Callable[[Any, int], Sample | None],
+        placeholders: dict[str, str],
+        samples_per_epoch: int,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        skip_bad_records: bool = False,
+    ) -> None:
+        self.urls, self.load, self.placeholders = urls, load, placeholders
+        self.samples_per_epoch, self.shuffle_buffer, self.seed = samples_per_epoch, shuffle_buffer, seed
+        self.skip_bad_records = skip_bad_records
+        self.passes, self.served, self._resume = 0, 0, False
+
+    def per_worker(self) -> int:
+        _, world_size, _, num_workers = wds.utils.pytorch_worker_info()
+        return math.ceil(self.samples_per_epoch / (world_size * num_workers))
+
+    def __len__(self) -> int:
+        _, world_size, _, _ = wds.utils.pytorch_worker_info()
+        return math.ceil(self.samples_per_epoch / world_size)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"passes": self.passes, "served": self.served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.passes, self.served, self._resume = state["passes"], state["served"], True
+
+    def raw_samples(self) -> Iterator[dict[str, Any]]:
+        """This worker's deterministic stream of raw tar samples for the current pass."""
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        seed = wds.utils.make_seed(self.seed, self.passes, rank, worker)
+        handler = wds.warn_and_continue if self.skip_bad_records else wds.reraise_exception
+        shards = wds.ResampledShards(self.urls, seed=seed, worker_seed=lambda: 0, deterministic=True)
+        samples = wds.tarfile_to_samples(handler=handler)(iter(shards))
+        return wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=random.Random(seed))(samples)
+
+    def __iter__(self) -> Iterator[Sample | None]:
+        if not self._resume:
+            self.passes, self.served = self.passes + 1, 0
+        self._resume = False
+        stream = itertools.islice(self.raw_samples(), self.served, self.per_worker())
+        with tempfile.TemporaryDirectory(prefix="anymal-wds-") as scratch:
+            for raw in stream:
+                self.served += 1
+                yield self.decode(raw, Path(scratch))
+
+    def decode(self, raw: dict[str, Any], scratch: Path) -> Sample | None:
+        """A raw tar sample -> a training sample; media members go through a scratch file to the usual loaders."""
+        where = f"{raw.get('__url__', '?')}:{raw['__key__']}"
+        files = [scratch / f"{raw['__key__']}.{name}" for name in raw if not name.startswith("__") and name != "json"]
+        try:
+            if "json" not in raw:
+                raise RecordError(f"{where}: sample has no .json member")
+            for path in files:
+                path.write_bytes(raw[path.name.split(".", 1)[1]])
+            try:
+                record_json = json.loads(raw["json"])
+                if isinstance(record_json, dict):
+                    record_json = {
+                        k: _members(v, raw["__key__"]) if k in self.placeholders else v for k, v in record_json.items()
+                    }
+                record = parse_record(record_json, where, scratch, self.placeholders)
+            except json.JSONDecodeError as err:
+                raise RecordError(f"{where}: invalid JSON ({err})") from None
+            return self.load(record, self.served - 1)
+        except RecordError as err:
+            message = str(err).replace(f"{scratch}/", f"{raw.get('__url__', '?')}/")
+            if not self.skip_bad_records:
+                raise RecordError(message) from None
+            log.warning("skipping %s", message)
+            return None
+        finally:
+            for path in files:
+                path.unlink(missing_ok=True)
+
+
+def _members(value: Any, key: str) -> Any:
+    """Media member names of a shard record (``m0.png``) -> the scratch file names (``<key>.m0.png``)."""
+    if isinstance(value, str):
+        return f"{key}.{value}"
+    return [f"{key}.{v}" for v in value] if isinstance(value, list) else value
+
+
+class WebDataModule(ConversationDataModule):
+    """Training data streamed from WebDataset tar shards (see :func:`write_shards` and the module docstring);
+    validation, test and predict read JSONL files as in :class:`ConversationDataModule`.
+
+    Args:
+        train_shards: Shard URLs: a path or URL with brace ranges, or a list.
+        samples_per_epoch: Samples per training epoch over all processes (a resampled stream has no natural end).
+        shuffle_buffer: Shuffle buffer of each loader worker (samples).
+        seed: Seed of the shard draws and shuffles.
+        Other arguments: as :class:`ConversationDataModule`.
+    """
+
+    def __init__(
+        self,
+        train_shards: str | list[str],
+        samples_per_epoch: int,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        max_length: int | None = None,
+        skip_bad_records: bool = False,
+        tokenizer: str | None = None,
+        feature_cache: str | None = None,
+        require_cached_features: bool = False,
+    ) -> None:
+        super().__init__(
+            None, val_file, test_file, predict_file, batch_size, eval_batch_size, num_workers, max_length,
+            skip_bad_records, None, tokenizer, feature_cache, require_cached_features,
+        )  # fmt: skip
+        self.train_shards, self.samples_per_epoch = train_shards, samples_per_epoch
+        self.shuffle_buffer, self.seed = shuffle_buffer, seed
+
+    def stream(self) -> ShardStream:
+        if self.tokenizer is None:
+            raise RuntimeError("no tokenizer: bind the data module to a model (done by the stages) or pass `tokenizer`")
+        load = _Loader(ChatTokenizer(self.tokenizer, self.max_length), self.processors)
+        return ShardStream(
+            self.train_shards, load, self.placeholders, self.samples_per_epoch, self.shuffle_buffer, self.seed,
+            self.skip_bad_records,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        return StatefulDataLoader(
+            self.stream(),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collator(),
+        )
+
+
+class _Loader:
+    """Picklable ``(record, index) -> sample`` for loader workers (bad records raise; the stream skips them)."""
+
+    def __init__(self, chat: ChatTokenizer, processors: dict[str, MediaProcessor]) -> None:
+        self.chat, self.processors = chat, processors
+
+    def __call__(self, record: Any, index: int) -> Sample | None:
+        return load_sample(record, index, self.chat, self.processors)
+
+
+def shard_record_json(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON members of a local shard, in order (for inspection and tests)."""
+    out = []
+    for sample in wds.tarfile_samples([{"url": str(path)}]):
+        out.append(json.load(io.BytesIO(sample["json"])))
+    return out
