@@ -155,9 +155,10 @@ def test_convert_cli_and_training_from_shards(tiny_world, tmp_path, capsys):
     stage = AlignmentStage(build_model(tiny_world), lr=1e-3, warmup_steps=1)
     data = WebDataModule(train_shards=str(tmp_path / "cap-{000000..000001}.tar"), samples_per_epoch=8, batch_size=4)
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
     before = {k: v.clone() for k, v in stage.model.projectors.state_dict().items()}
     trainer.fit(stage, datamodule=data)
     assert trainer.global_step == 4
     after = stage.model.projectors.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert (tmp_path / "export" / "trainable.safetensors").is_file()
