@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightning.pytorch as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -117,16 +118,26 @@ class ConversationDataModule(L.LightningDataModule):
             raise ValueError(f"{type(self).__name__} has no {split}_file")
         return self.dataloader(path, self.batch_size if split == "train" else self.eval_batch_size, shuffle, generation)
 
-    def dataloader(self, path: str, batch_size: int, shuffle: bool = False, generation: bool = False) -> DataLoader:
+    def dataloader(
+        self,
+        path: str,
+        batch_size: int,
+        shuffle: bool = False,
+        generation: bool = False,
+        sampler: Sampler | None = None,
+    ) -> DataLoader:
         """A loader over any JSONL file with this module's settings (used by the evaluation callbacks).
 
         A ``StatefulDataLoader`` (torchdata): its position within the epoch, sampler and worker state go into
         Lightning checkpoints, so a run resumed mid-epoch continues with exactly the batches it would have seen.
+        ``sampler`` (optional) builds it from ``sampler(dataset)`` instead of ``shuffle``.
         """
+        dataset = self.dataset(path, generation)
         return StatefulDataLoader(
-            self.dataset(path, generation),
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler(dataset) if sampler is not None else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=self.collator(generation),
@@ -137,7 +148,37 @@ class ConversationDataModule(L.LightningDataModule):
         return PaddingCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        if self.shard_count() is None:
+            return self._loader("train", shuffle=True)
+        path = self.files["train"]
+        if path is None:
+            raise ValueError(f"{type(self).__name__} has no train_file")
+        return self.dataloader(path, self.batch_size, sampler=self.distributed_sampler)
+
+    def distributed_sampler(self, dataset: Any) -> DistributedSampler:
+        """Each rank's shuffled share, ordered by (seed, epoch) only, with the epoch set before the first batch.
+
+        Lightning would otherwise wrap the stateful loader's own random sampler (whose order depends on the global
+        RNG when the epoch starts) and set the epoch only after a resumed run has rebuilt its iterator, so a run
+        resumed mid-epoch on 2+ processes saw other batches than the uninterrupted run.
+        """
+        replicas, rank = self.shard_count()
+        sampler = DistributedSampler(
+            dataset, replicas, rank, shuffle=True, seed=int(os.environ.get("PL_GLOBAL_SEED", 0))
+        )
+        sampler.set_epoch(self.current_epoch())
+        return sampler
+
+    def shard_count(self) -> tuple[int, int] | None:
+        """(world size, rank) when training on 2+ processes with Lightning's distributed sampling, else None."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size < 2 or not trainer._accelerator_connector.use_distributed_sampler:
+            return None
+        return trainer.world_size, trainer.global_rank
+
+    def current_epoch(self) -> int:
+        """The epoch the trainer is about to run (the restored one when resuming a checkpoint)."""
+        return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
 
     def val_dataloader(self) -> DataLoader | list[Any]:
         return self._loader("val", shuffle=False) if self.files["val"] else []

@@ -149,6 +149,9 @@ class MixtureDataModule(ConversationDataModule):
         sampler = MixtureSampler(
             sizes, [self.weights[n] for n in names], [self.curriculum[n] for n in names], total, self.seed
         )
+        # Lightning sets the epoch only after a resumed run rebuilt its iterator: set it first (under DDP its
+        # DistributedSamplerWrapper shards this order and forwards later set_epoch calls to the sampler)
+        sampler.set_epoch(self.current_epoch())
         shares = {n: round(self.weights[n] / sum(self.weights.values()), 3) for n in names}
         log.info("mixture of %s: sizes %s, sampling shares %s, %d rows per epoch", names, sizes, shares, total)
         return StatefulDataLoader(  # resumable mid-epoch (see ConversationDataModule.dataloader)

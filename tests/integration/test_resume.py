@@ -4,7 +4,7 @@ import lightning.pytorch as L
 import pytest
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from anymal_lit.data import ImageTextDataModule
+from anymal_lit.data import ImageTextDataModule, MixtureDataModule
 from anymal_lit.stages import SFTStage
 from tests.conftest import build_model
 
@@ -21,11 +21,18 @@ class Record(Callback):
             raise KeyboardInterrupt  # the job is killed (Lightning shuts down gracefully, no final checkpoint)
 
 
-def run(world, ckpt_dir, steps: int, stop_at: int | None = None, resume: str | None = None) -> dict:
+def mixture(world) -> MixtureDataModule:
+    """Captions and instructions, weighted 2:1, 16 rows per epoch: 4 steps per epoch."""
+    files = {"caption": "image_caption_train.jsonl", "sft": "image_sft_train.jsonl"}
+    modules = {name: ImageTextDataModule(train_file=str(world / f)) for name, f in files.items()}
+    return MixtureDataModule(modules, weights={"caption": 2, "sft": 1}, samples_per_epoch=16, batch_size=4)
+
+
+def run(world, ckpt_dir, steps: int, stop_at: int | None = None, resume: str | None = None, data=None) -> dict:
     L.seed_everything(0)
     # SFT: shuffled data, LoRA dropout and NEFTune noise all draw random numbers
     stage = SFTStage(build_model(world), lr=1e-3, warmup_steps=1, neftune_alpha=5.0)
-    data = ImageTextDataModule(
+    data = data or ImageTextDataModule(
         train_file=str(world / "image_caption_train.jsonl"), batch_size=4, num_workers=1
     )  # 64 records: 16 steps per epoch
     record = Record(stop_at)
@@ -53,6 +60,19 @@ def test_resume_mid_epoch_matches_the_uninterrupted_run(tiny_world, tmp_path):
     resumed = run(tiny_world, tmp_path / "cut", steps=9, resume=str(tmp_path / "cut" / "last.ckpt"))
     # killed during step 5's callbacks, before its checkpoint: the resumed run redoes step 5 from step 4's state
     assert sorted(resumed) == [5, 6, 7, 8, 9]
+    for step, (loss, ids) in resumed.items():
+        assert ids == full[step][1], f"step {step}: different batch after resume"
+        assert loss == full[step][0], f"step {step}: loss {loss} != {full[step][0]}"
+
+
+def test_mixture_resumed_in_a_later_epoch_keeps_that_epochs_order(tiny_world, tmp_path):
+    # the mixture's order depends on the epoch; Lightning sets it only after a resumed run rebuilt its iterator
+    full = run(tiny_world, tmp_path / "full", steps=10, data=mixture(tiny_world))
+    run(tiny_world, tmp_path / "cut", steps=10, stop_at=7, data=mixture(tiny_world))  # during step 3 of epoch 1
+    resumed = run(
+        tiny_world, tmp_path / "cut", steps=10, resume=str(tmp_path / "cut" / "last.ckpt"), data=mixture(tiny_world)
+    )
+    assert sorted(resumed) == [7, 8, 9, 10]
     for step, (loss, ids) in resumed.items():
         assert ids == full[step][1], f"step {step}: different batch after resume"
         assert loss == full[step][0], f"step {step}: loss {loss} != {full[step][0]}"
