@@ -144,7 +144,9 @@ class AnyMALStage(L.LightningModule):
         self.write_export()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        missing = sorted(self._trainable_keys() - set(checkpoint["state_dict"]))
+        # DeepSpeed restores the weights inside its engine and hands over the rest of the checkpoint only
+        state = checkpoint.get("state_dict")
+        missing = sorted(self._trainable_keys() - set(state)) if state is not None else []
         if missing:
             raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors of this stage, e.g. {missing[:3]}")
         self._resume_rng = checkpoint.get(f"rng_states_rank{self.global_rank}")

@@ -1,5 +1,5 @@
-"""DDP and FSDP2 on 2 CPU processes (gloo): same losses, half the parameters per rank, runs killed mid-epoch that
-resume exactly where the uninterrupted run was, sharded checkpoints that consolidate into one file."""
+"""DDP, FSDP2 and DeepSpeed ZeRO-3 on 2 CPU processes (gloo): same losses, half the parameters per rank, runs killed
+mid-epoch that resume exactly where the uninterrupted run was, sharded checkpoints that consolidate into one file."""
 
 import json
 import os
@@ -58,6 +58,12 @@ def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(tiny_world, t
     zero3 = train(tiny_world, "zero3", tmp_path, "zero3", "--no-shuffle")
     for step, loss in ddp_fixed["losses"].items():
         assert zero3["losses"][step] == pytest.approx(loss, rel=1e-4), step
+    # killed in epoch 1 and resumed from its DeepSpeed checkpoint (trainable tensors + optimizer partitions)
+    cut = train(tiny_world, "zero3", tmp_path, "cut_zero3", "--no-shuffle", "--stop-at", "10")
+    again = train(tiny_world, "zero3", tmp_path, "cut_zero3", "--no-shuffle", "--resume", cut["last"])
+    assert sorted(again["losses"]) == [10, 11, 12]
+    for step, loss in again["losses"].items():
+        assert loss == pytest.approx(zero3["losses"][step], rel=1e-6), step
     assert 0.45 < zero3["bytes"]["params"] / ddp_fixed["bytes"]["params"] < 0.6
     assert zero3["bytes"]["optimizer"] < 0.6 * ddp_fixed["bytes"]["optimizer"]
     export = load_file(str(tmp_path / "zero3_ckpt" / "export" / "trainable.safetensors"))

@@ -14,6 +14,7 @@ import lightning.pytorch as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import DistributedSampler
 
 from anymal_lit.data import ImageTextDataModule
 from anymal_lit.stages import AlignmentStage
@@ -55,8 +56,9 @@ class Record(Callback):
 L.seed_everything(0)
 stage = AlignmentStage(build_model(args.world), lr=1e-3, warmup_steps=1)
 data = ImageTextDataModule(train_file=str(args.world / "image_caption_train.jsonl"), batch_size=4)
-if args.no_shuffle:
-    data.train_dataloader = lambda: data.dataloader(data.files["train"], data.batch_size, shuffle=False)
+if args.no_shuffle:  # Lightning's own injected sampler would shuffle any training loader
+    in_order = lambda dataset: DistributedSampler(dataset, shuffle=False)  # noqa: E731
+    data.train_dataloader = lambda: data.dataloader(data.files["train"], data.batch_size, sampler=in_order)
 record = Record()
 checkpoint = ModelCheckpoint(dirpath=args.ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=1)
 trainer = L.Trainer(
