@@ -3,6 +3,7 @@
 from anymal_lit.data.chat import ChatTokenizer
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator
 from anymal_lit.data.datamodule import ConversationDataModule, ImageTextDataModule
+from anymal_lit.data.length_grouped import LengthGroupedSampler
 from anymal_lit.data.mixture import (
     AudioTextDataModule,
     IMUTextDataModule,
@@ -24,6 +25,7 @@ __all__ = [
     "ConversationDataModule",
     "ConversationDataset",
     "ImageTextDataModule",
+    "LengthGroupedSampler",
     "PaddingCollator",
     "PreferenceDataModule",
     "PreferenceDataset",

@@ -13,6 +13,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from anymal_lit.data.chat import ChatTokenizer
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator
 from anymal_lit.data.feature_cache import FeatureCache
+from anymal_lit.data.length_grouped import LengthGroupedSampler
 from anymal_lit.data.records import Record, read_records
 from anymal_lit.encoders.base import MediaProcessor, ModalityEncoder
 from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
@@ -41,6 +42,10 @@ class ConversationDataModule(L.LightningDataModule):
         feature_cache: Folder of frozen-encoder features written by ``anymal-lit cache-features``; cached media are
             read from it instead of being loaded and encoded (files not in it are encoded live).
         require_cached_features: With ``feature_cache``, a file missing from the cache is an error.
+        group_by_length: Length-aware batching for training: batches of similar lengths (less padding, even packs;
+            :class:`~anymal_lit.data.length_grouped.LengthGroupedSampler`), random across batches.
+        media_tokens: Tokens each media item adds, per modality, for the length estimate of ``group_by_length``
+            (default 32: the paper's projectors give 32 or 64).
     """
 
     modalities: tuple[str, ...] | None = None
@@ -61,8 +66,12 @@ class ConversationDataModule(L.LightningDataModule):
         tokenizer: str | None = None,
         feature_cache: str | None = None,
         require_cached_features: bool = False,
+        group_by_length: bool = False,
+        media_tokens: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
+        self.group_by_length = group_by_length
+        self.media_tokens = media_tokens or {}
         self.files = {"train": train_file, "val": val_file, "test": test_file, "predict": predict_file}
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -148,12 +157,27 @@ class ConversationDataModule(L.LightningDataModule):
         return PaddingCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
-        if self.shard_count() is None:
+        if self.shard_count() is None and not self.group_by_length:
             return self._loader("train", shuffle=True)
         path = self.files["train"]
         if path is None:
             raise ValueError(f"{type(self).__name__} has no train_file")
-        return self.dataloader(path, self.batch_size, sampler=self.distributed_sampler)
+        sampler = self.length_grouped_sampler if self.group_by_length else self.distributed_sampler
+        return self.dataloader(path, self.batch_size, sampler=sampler)
+
+    def length_estimates(self, dataset: ConversationDataset) -> list[int]:
+        """Per record: text tokens + ``media_tokens`` (default 32) per media item."""
+        texts = ["\n".join(m["content"] for m in r.messages) for r in dataset.records]
+        counts = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        media = [sum(self.media_tokens.get(m, 32) for m, _ in r.media) for r in dataset.records]
+        return [len(ids) + extra for ids, extra in zip(counts, media)]
+
+    def length_grouped_sampler(self, dataset: ConversationDataset) -> LengthGroupedSampler:
+        replicas, rank = self.shard_count() or (1, 0)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        sampler = LengthGroupedSampler(self.length_estimates(dataset), self.batch_size, replicas, rank, seed)
+        sampler.set_epoch(self.current_epoch())
+        return sampler
 
     def distributed_sampler(self, dataset: Any) -> DistributedSampler:
         """Each rank's shuffled share, ordered by (seed, epoch) only, with the epoch set before the first batch.
