@@ -174,8 +174,8 @@ class ConversationDataModule(L.LightningDataModule):
 
     def length_grouped_sampler(self, dataset: ConversationDataset) -> LengthGroupedSampler:
         replicas, rank = self.shard_count() or (1, 0)
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        sampler = LengthGroupedSampler(self.length_estimates(dataset), self.batch_size, replicas, rank, seed)
+        lengths = self.length_estimates(dataset)
+        sampler = LengthGroupedSampler(lengths, self.batch_size, replicas, rank, self.sampler_seed())
         sampler.set_epoch(self.current_epoch())
         return sampler
 
@@ -187,9 +187,7 @@ class ConversationDataModule(L.LightningDataModule):
         resumed mid-epoch on 2+ processes saw other batches than the uninterrupted run.
         """
         replicas, rank = self.shard_count()
-        sampler = DistributedSampler(
-            dataset, replicas, rank, shuffle=True, seed=int(os.environ.get("PL_GLOBAL_SEED", 0))
-        )
+        sampler = DistributedSampler(dataset, replicas, rank, shuffle=True, seed=self.sampler_seed())
         sampler.set_epoch(self.current_epoch())
         return sampler
 
@@ -199,6 +197,11 @@ class ConversationDataModule(L.LightningDataModule):
         if trainer is None or trainer.world_size < 2 or not trainer._accelerator_connector.use_distributed_sampler:
             return None
         return trainer.world_size, trainer.global_rank
+
+    @staticmethod
+    def sampler_seed() -> int:
+        """The seed of ``seed_everything`` (Lightning's own distributed sampler uses it too)."""
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def current_epoch(self) -> int:
         """The epoch the trainer is about to run (the restored one when resuming a checkpoint)."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torch.utils.data import ConcatDataset, DataLoader, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
@@ -149,8 +150,10 @@ class MixtureDataModule(ConversationDataModule):
         sampler = MixtureSampler(
             sizes, [self.weights[n] for n in names], [self.curriculum[n] for n in names], total, self.seed
         )
-        # Lightning sets the epoch only after a resumed run rebuilt its iterator: set it first (under DDP its
-        # DistributedSamplerWrapper shards this order and forwards later set_epoch calls to the sampler)
+        shards = self.shard_count()
+        if shards is not None:  # each rank takes every N-th row of the mixture's order; set_epoch reaches the mixture
+            sampler = DistributedSamplerWrapper(sampler, num_replicas=shards[0], rank=shards[1], shuffle=False)
+        # Lightning sets the epoch only after a resumed run rebuilt its iterator: set it first
         sampler.set_epoch(self.current_epoch())
         shares = {n: round(self.weights[n] / sum(self.weights.values()), 3) for n in names}
         log.info("mixture of %s: sizes %s, sampling shares %s, %d rows per epoch", names, sizes, shares, total)

@@ -53,6 +53,15 @@ def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(tiny_world, t
             assert resumed[strategy]["ids"][str(step)] == ddp["ids"][str(step)], (strategy, step)
             assert loss == pytest.approx(reference["losses"][step], rel=1e-6), (strategy, step)
 
+    # a weighted mixture (4 steps per epoch) killed during step 7 (epoch 1) resumes with the same rows
+    mix = train(tiny_world, "ddp", tmp_path, "mix", "--mixture", "--steps", "9")
+    cut = train(tiny_world, "ddp", tmp_path, "cut_mix", "--mixture", "--steps", "9", "--stop-at", "7")
+    again = train(tiny_world, "ddp", tmp_path, "cut_mix", "--mixture", "--steps", "9", "--resume", cut["last"])
+    assert sorted(again["losses"]) == [7, 8, 9]
+    for step, loss in again["losses"].items():
+        assert again["ids"][str(step)] == mix["ids"][str(step)], step
+        assert loss == pytest.approx(mix["losses"][step], rel=1e-6), step
+
     # DeepSpeed ZeRO-3 on CPU (the CPU-only subclass): DDP's losses on the same batches, half the bytes per rank
     ddp_fixed = train(tiny_world, "ddp", tmp_path, "ddp_fixed", "--no-shuffle")
     zero3 = train(tiny_world, "zero3", tmp_path, "zero3", "--no-shuffle")

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DistributedSampler
 
-from anymal_lit.data import ImageTextDataModule
+from anymal_lit.data import ImageTextDataModule, MixtureDataModule
 from anymal_lit.stages import AlignmentStage
 from anymal_lit.strategies import CPUDeepSpeedStrategy, FSDP2Strategy, local_bytes
 from tests.conftest import build_model
@@ -30,6 +30,7 @@ parser.add_argument("--steps", type=int, default=4)
 parser.add_argument("--stop-at", type=int, default=None)
 parser.add_argument("--resume", default=None)
 parser.add_argument("--no-shuffle", action="store_true", help="records in file order (same batches for any strategy)")
+parser.add_argument("--mixture", action="store_true", help="captions + instructions in a MixtureDataModule")
 args = parser.parse_args()
 
 
@@ -56,6 +57,10 @@ class Record(Callback):
 L.seed_everything(0)
 stage = AlignmentStage(build_model(args.world), lr=1e-3, warmup_steps=1)
 data = ImageTextDataModule(train_file=str(args.world / "image_caption_train.jsonl"), batch_size=4)
+if args.mixture:  # 32 rows per epoch: 4 steps of 4 rows per rank
+    files = {"caption": "image_caption_train.jsonl", "sft": "image_sft_train.jsonl"}
+    parts = {name: ImageTextDataModule(train_file=str(args.world / f)) for name, f in files.items()}
+    data = MixtureDataModule(parts, weights={"caption": 2, "sft": 1}, samples_per_epoch=32, batch_size=4)
 if args.no_shuffle:  # Lightning's own injected sampler would shuffle any training loader
     in_order = lambda dataset: DistributedSampler(dataset, shuffle=False)  # noqa: E731
     data.train_dataloader = lambda: data.dataloader(data.files["train"], data.batch_size, sampler=in_order)
