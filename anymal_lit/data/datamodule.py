@@ -114,18 +114,23 @@ class ConversationDataModule(L.LightningDataModule):
             )
         return self._records[key]
 
-    def dataset(self, path: str, generation: bool = False) -> ConversationDataset:
+    def chat_tokenizer(self) -> ChatTokenizer:
         if self.tokenizer is None:
             raise RuntimeError("no tokenizer: bind the data module to a model (done by the stages) or pass `tokenizer`")
-        chat = ChatTokenizer(self.tokenizer, self.max_length)
-        records = self.records(path, require_response=not generation)
-        return ConversationDataset(records, chat, self.processors, generation, self.skip_bad_records)
+        return ChatTokenizer(self.tokenizer, self.max_length)
 
-    def _loader(self, split: str, shuffle: bool, generation: bool = False) -> DataLoader:
+    def dataset(self, path: str, generation: bool = False) -> ConversationDataset:
+        records = self.records(path, require_response=not generation)
+        return ConversationDataset(records, self.chat_tokenizer(), self.processors, generation, self.skip_bad_records)
+
+    def _loader(
+        self, split: str, shuffle: bool, generation: bool = False, sampler: Sampler | None = None
+    ) -> DataLoader:
         path = self.files[split]
         if path is None:
             raise ValueError(f"{type(self).__name__} has no {split}_file")
-        return self.dataloader(path, self.batch_size if split == "train" else self.eval_batch_size, shuffle, generation)
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        return self.dataloader(path, batch_size, shuffle, generation, sampler)
 
     def dataloader(
         self,
@@ -157,13 +162,12 @@ class ConversationDataModule(L.LightningDataModule):
         return PaddingCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
-        if self.shard_count() is None and not self.group_by_length:
-            return self._loader("train", shuffle=True)
-        path = self.files["train"]
-        if path is None:
-            raise ValueError(f"{type(self).__name__} has no train_file")
-        sampler = self.length_grouped_sampler if self.group_by_length else self.distributed_sampler
-        return self.dataloader(path, self.batch_size, sampler=sampler)
+        sampler = None  # one process: the stateful loader's own random sampler (its state is checkpointed)
+        if self.group_by_length:
+            sampler = self.length_grouped_sampler
+        elif self.shard_count() is not None:
+            sampler = self.distributed_sampler
+        return self._loader("train", shuffle=True, sampler=sampler)
 
     def length_estimates(self, dataset: ConversationDataset) -> list[int]:
         """Per record: text tokens + ``media_tokens`` (default 32) per media item."""

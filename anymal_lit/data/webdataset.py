@@ -20,7 +20,6 @@ its stream to the same position, skipping the already-used samples before decodi
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import logging
@@ -214,16 +213,16 @@ class WebDataModule(ConversationDataModule):
         require_cached_features: bool = False,
     ) -> None:
         super().__init__(
-            None, val_file, test_file, predict_file, batch_size, eval_batch_size, num_workers, max_length,
-            skip_bad_records, None, tokenizer, feature_cache, require_cached_features,
+            val_file=val_file, test_file=test_file, predict_file=predict_file, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, num_workers=num_workers, max_length=max_length,
+            skip_bad_records=skip_bad_records, tokenizer=tokenizer, feature_cache=feature_cache,
+            require_cached_features=require_cached_features,
         )  # fmt: skip
         self.train_shards, self.samples_per_epoch = train_shards, samples_per_epoch
         self.shuffle_buffer, self.seed = shuffle_buffer, seed
 
     def stream(self) -> ShardStream:
-        if self.tokenizer is None:
-            raise RuntimeError("no tokenizer: bind the data module to a model (done by the stages) or pass `tokenizer`")
-        load = _Loader(ChatTokenizer(self.tokenizer, self.max_length), self.processors)
+        load = _Loader(self.chat_tokenizer(), self.processors)
         return ShardStream(
             self.train_shards, load, self.placeholders, self.samples_per_epoch, self.shuffle_buffer, self.seed,
             self.skip_bad_records,
@@ -253,5 +252,5 @@ def shard_record_json(path: str | Path) -> list[dict[str, Any]]:
     """The JSON members of a local shard, in order (for inspection and tests)."""
     out = []
     for sample in wds.tarfile_samples([{"url": str(path)}]):
-        out.append(json.load(io.BytesIO(sample["json"])))
+        out.append(json.loads(sample["json"]))
     return out

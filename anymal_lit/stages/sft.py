@@ -67,7 +67,6 @@ class SFTStage(AnyMALStage):
 
     def write_export(self) -> None:
         super().write_export()
-        zero3 = any(hasattr(p, "ds_id") for p in self.model.parameters())  # DeepSpeed ZeRO-3 partitions
-        state = lora_state(self.model.llm) if self._sharded or zero3 else None
+        state = lora_state(self.model.llm)  # whole tensors under FSDP / ZeRO-3 (a collective: every rank)
         if self.trainer.is_global_zero:
             save_lora(self.model.llm, Path(self.export_dir()) / "lora", state)
