@@ -10,9 +10,12 @@ offline).
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch.distributed as dist
 from torchmetrics import Metric
 
@@ -86,15 +89,62 @@ def cider_score(predictions: dict[str, str], references: dict[str, list[str]]) -
 
 def best_constant_cider(candidates: list[str], references: dict[str, list[str]]) -> tuple[float, str]:
     """The best CIDEr any single caption reaches when predicted for every image (a baseline a model must beat)."""
-    from pycocoevalcap.cider.cider import Cider
-
     tokens = _ptb_tokenize({**{f"r{k}": v for k, v in references.items()}, "candidates": candidates})
-    gts = {k: tokens[f"r{k}"] for k in references}
-    best = (float("-inf"), "")
-    for raw, tok in zip(candidates, tokens["candidates"]):
-        score = float(Cider().compute_score(gts, {k: [tok] for k in references})[0])
-        best = max(best, (score, raw))
-    return best
+    score = constant_cider_scorer([tokens[f"r{k}"] for k in references])
+    return max((score(tok), raw) for raw, tok in zip(candidates, tokens["candidates"]))
+
+
+def constant_cider_scorer(references: list[list[str]], n: int = 4, sigma: float = 6.0) -> Callable[[str], float]:
+    """``score(caption)``: the corpus CIDEr-D of predicting one (PTB-tokenized) caption for every image.
+
+    Equals pycocoevalcap's ``Cider().compute_score`` on ``{i: [caption]}`` to the last bit (the same operations in
+    the same order), but the document frequencies and every reference's tf-idf vector are computed once instead of
+    once per candidate: 300 candidates against 1000 references went from ~40 s to a few seconds.
+    """
+    from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs, cook_test
+
+    scorer = CiderScorer(n=n, sigma=sigma)
+    scorer.crefs = [cook_refs(refs, n) for refs in references]
+    scorer.compute_doc_freq()
+    ref_len = np.log(float(len(scorer.crefs)))
+    doc_freq = scorer.document_frequency
+
+    def tfidf(counts: dict) -> tuple[list[dict], list[float], int]:  # pycocoevalcap's counts2vec
+        vec: list[dict] = [defaultdict(float) for _ in range(n)]
+        norm, length = [0.0] * n, 0
+        for ngram, term_freq in counts.items():
+            k = len(ngram) - 1
+            vec[k][ngram] = float(term_freq) * (ref_len - np.log(max(1.0, doc_freq[ngram])))
+            norm[k] += pow(vec[k][ngram], 2)
+            if k == 1:
+                length += term_freq
+        return vec, [np.sqrt(v) for v in norm], length
+
+    def similarity(hyp: tuple, ref: tuple) -> np.ndarray:  # pycocoevalcap's sim
+        (vec_h, norm_h, len_h), (vec_r, norm_r, len_r) = hyp, ref
+        delta = float(len_h - len_r)
+        val = np.array([0.0 for _ in range(n)])
+        for k in range(n):
+            for ngram in vec_h[k]:
+                val[k] += min(vec_h[k][ngram], vec_r[k][ngram]) * vec_r[k][ngram]
+            if norm_h[k] != 0 and norm_r[k] != 0:
+                val[k] /= norm_h[k] * norm_r[k]
+            val[k] *= np.e ** (-(delta**2) / (2 * sigma**2))
+        return val
+
+    ref_vectors = [[tfidf(ref) for ref in refs] for refs in scorer.crefs]
+
+    def score(caption: str) -> float:
+        hyp = tfidf(cook_test(caption, n))
+        per_image = []
+        for refs in ref_vectors:
+            total = np.array([0.0 for _ in range(n)])
+            for ref in refs:
+                total += similarity(hyp, ref)
+            per_image.append(np.mean(total) / len(refs) * 10.0)
+        return float(np.mean(np.array(per_image)))
+
+    return score
 
 
 class CaptionMetric(Metric):

@@ -101,7 +101,7 @@ def pretrain_lm(
     texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     draw = _batches(ids, batch_size, steps, tokenizer.pad_token_id, np.random.default_rng(seed))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps))
     )
@@ -179,7 +179,7 @@ def contrastive_training(
     """CLIP's symmetric InfoNCE loss between media embeddings and caption embeddings (open_clip tokenizer)."""
     tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
     text = tokenize(list(captions))
-    opt = torch.optim.AdamW(list(parameters), lr=lr, weight_decay=0.1)
+    opt = torch.optim.AdamW(list(parameters), lr=lr, weight_decay=0.1, fused=True)
     rng = np.random.default_rng(seed)
     losses, start = [], time.time()
     for step in range(steps):

@@ -73,3 +73,24 @@ def test_empty_prediction_scores_zero_and_keeps_alignment():
 def test_missing_prediction_is_an_error():
     with pytest.raises(ValueError, match="no prediction"):
         cider_score({"1": "a cat"}, {"1": ["a cat"], "2": ["a dog"]})
+
+
+def test_constant_caption_baseline_equals_the_toolkit_cider_of_that_caption():
+    """The fast constant-caption scorer must give exactly pycocoevalcap's CIDEr of predicting it for every image."""
+    from pycocoevalcap.cider.cider import Cider
+
+    from anymal_lit.metrics.caption import _ptb_tokenize, best_constant_cider, constant_cider_scorer
+
+    predictions, references = coco_example()
+    ids = sorted(references)[:60]
+    refs = {i: references[i] for i in ids}
+    candidates = [predictions[i] for i in ids[:8]]
+    tokens = _ptb_tokenize({**{f"r{k}": v for k, v in refs.items()}, "candidates": candidates})
+    gts = {k: tokens[f"r{k}"] for k in ids}
+    score = constant_cider_scorer([gts[k] for k in ids])
+    toolkit = [float(Cider().compute_score(gts, {k: [tok] for k in ids})[0]) for tok in tokens["candidates"]]
+    assert [score(tok) for tok in tokens["candidates"]] == toolkit
+    assert len(set(toolkit)) > 1  # the candidates really differ
+    best, caption = best_constant_cider(candidates, refs)
+    assert best == max(toolkit)
+    assert caption == candidates[toolkit.index(best)]
