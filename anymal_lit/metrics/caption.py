@@ -99,7 +99,8 @@ def constant_cider_scorer(references: list[list[str]], n: int = 4, sigma: float 
 
     Equals pycocoevalcap's ``Cider().compute_score`` on ``{i: [caption]}`` to the last bit (the same operations in
     the same order), but the document frequencies and every reference's tf-idf vector are computed once instead of
-    once per candidate: 300 candidates against 1000 references went from ~40 s to a few seconds.
+    once per candidate (pycocoevalcap's ``counts2vec``/``sim`` are closures inside ``compute_cider``, so they are
+    restated here): the toy world's 300 image candidates against 1000 references went from 38 s to 13 s.
     """
     from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs, cook_test
 
@@ -125,8 +126,9 @@ def constant_cider_scorer(references: list[list[str]], n: int = 4, sigma: float 
         delta = float(len_h - len_r)
         val = np.array([0.0 for _ in range(n)])
         for k in range(n):
-            for ngram in vec_h[k]:
-                val[k] += min(vec_h[k][ngram], vec_r[k][ngram]) * vec_r[k][ngram]
+            for ngram, weight in vec_h[k].items():
+                ref_weight = vec_r[k].get(ngram, 0.0)  # .get: the shared reference vectors must not grow per candidate
+                val[k] += min(weight, ref_weight) * ref_weight
             if norm_h[k] != 0 and norm_r[k] != 0:
                 val[k] /= norm_h[k] * norm_r[k]
             val[k] *= np.e ** (-(delta**2) / (2 * sigma**2))
