@@ -16,6 +16,8 @@ TINY_SPEC = {
     "image_val": 12,
     "lm_corpus": 400,
     "lm_steps": 20,
+    "lm_chat": 200,
+    "lm_chat_steps": 10,
     "clip_steps": 3,
     "audio_train": 64,
     "audio_val": 8,

@@ -71,18 +71,34 @@ def tiny_lm_config(
     )
 
 
+def encode_conversations(
+    tokenizer: PreTrainedTokenizerFast, conversations: Sequence[list[dict[str, str]]], answer_loss_only: bool
+) -> tuple[list[list[int]], list[int]]:
+    """Chat-formatted token ids per conversation and the first scored token (0, or the last turn's first)."""
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if not answer_loss_only:
+        return ids, [0] * len(ids)
+    prompts = [tokenizer.apply_chat_template(c[:-1], tokenize=False, add_generation_prompt=True) for c in conversations]
+    return ids, [len(p) for p in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+
 def _batches(
-    ids: list[list[int]], batch_size: int, steps: int, pad_id: int, rng: np.random.Generator
+    ids: list[list[int]], starts: list[int], batch_size: int, pad_id: int, rng: np.random.Generator
 ) -> Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Random batches of rows; row ``i`` is scored from token ``starts[i]`` on."""
+
     def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rows = [ids[i] for i in rng.integers(len(ids), size=batch_size)]
-        longest = max(map(len, rows))
+        picks = rng.integers(len(ids), size=batch_size)
+        longest = max(len(ids[i]) for i in picks)
         x = torch.full((batch_size, longest), pad_id)
         mask = torch.zeros((batch_size, longest), dtype=torch.long)
-        for r, row in enumerate(rows):
-            x[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
-        return x, mask, x.masked_fill(mask == 0, -100)
+        labels = torch.full((batch_size, longest), -100)
+        for r, i in enumerate(picks):
+            x[r, : len(ids[i])] = torch.tensor(ids[i])
+            mask[r, : len(ids[i])] = 1
+            labels[r, starts[i] : len(ids[i])] = x[r, starts[i] : len(ids[i])]
+        return x, mask, labels
 
     return draw
 
@@ -94,16 +110,19 @@ def pretrain_lm(
     batch_size: int = 32,
     lr: float = 2e-3,
     seed: int = 0,
+    answer_loss_only: bool = False,
+    model: torch.nn.Module | None = None,
+    warmup_steps: int = 100,
 ) -> tuple[torch.nn.Module, list[float]]:
-    """Build the tiny LM and train it for ``steps`` steps on chat-formatted conversations."""
+    """Train the tiny LM (a new one, or ``model`` further) for ``steps`` steps on chat-formatted conversations: every
+    token scored (pretraining), or with ``answer_loss_only`` the last turn only (chat tuning)."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_lm_config(tokenizer))
-    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    draw = _batches(ids, batch_size, steps, tokenizer.pad_token_id, np.random.default_rng(seed))
+    model = model if model is not None else AutoModelForCausalLM.from_config(tiny_lm_config(tokenizer))
+    ids, starts = encode_conversations(tokenizer, conversations, answer_loss_only)
+    draw = _batches(ids, starts, batch_size, tokenizer.pad_token_id, np.random.default_rng(seed))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps))
+        opt, lambda s: min(1.0, (s + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * s / steps))
     )
     losses, start = [], time.time()
     model.train()

@@ -20,7 +20,7 @@ from anymal_lit.toyworld.tiny_models import pretrain_lm, save_open_clip, tiny_cl
 
 log = logging.getLogger(__name__)
 
-WORLD_VERSION = 5
+WORLD_VERSION = 6
 CLIP_MEAN = (0.5, 0.5, 0.5)
 CLIP_STD = (0.25, 0.25, 0.25)
 
@@ -35,7 +35,9 @@ class WorldSpec:
         image_val: Validation pictures (5 reference captions each).
         image_size: Picture side in pixels (= the tiny CLIP's resolution).
         lm_corpus: Conversations in the tiny LM's pretraining corpus.
-        lm_steps: Pretraining steps of the tiny LM (its loss plateaus by ~400 steps).
+        lm_steps: Pretraining steps of the tiny LM (its loss plateaus by ~400 steps; chat tuning follows).
+        lm_chat: Conversations in the tiny LM's chat tuning (answers scored).
+        lm_chat_steps: Chat-tuning steps (the letter look-up is learned after ~500).
         clip_steps: Contrastive warm-up steps of the tiny CLIP (300 -> 900 steps took aligned caption CIDEr from 3.0
             to 4.4 and shape accuracy from 0.32 to 0.68: an encoder that knows the world is what alignment needs; 700
             keeps the four-modality demo within 10 minutes).
@@ -51,7 +53,9 @@ class WorldSpec:
     image_val: int = 200
     image_size: int = 64
     lm_corpus: int = 20000
-    lm_steps: int = 800
+    lm_steps: int = 500
+    lm_chat: int = 20000
+    lm_chat_steps: int = 1000
     clip_steps: int = 700
     audio_train: int = 2000
     audio_val: int = 100
@@ -64,12 +68,16 @@ class WorldSpec:
 
 
 def lm_conversations(rng: np.random.Generator, n: int) -> list[list[dict[str, str]]]:
-    """The tiny LM's corpus: descriptions in context followed by a caption or a question and its answer.
+    """The tiny LM's corpus: descriptions in context followed by a caption, a question and its answer, or a lettered
+    multiple-choice question and its letter.
 
     Restating and querying what the context says teaches the frozen LM to use its context, the ability that
-    projected media tokens exploit after alignment. Three quarters of the corpus are about pictures (captions and
-    questions: the hardest part of the world), the rest about sounds, motions and videos (restated as captions of that
-    modality; with half the corpus on them, image QA after SFT fell to the blind baseline).
+    projected media tokens exploit after alignment. A fifth of the corpus is about sounds, motions and videos (restated
+    as captions of that modality; with half the corpus on them, image QA after SFT fell to the blind baseline), the rest
+    about pictures: captions, short-answer questions (half with VQAv2's answer instruction) and, like the chat LLMs
+    AnyMAL starts from, MMBench-style lettered questions — half answered from the description, half pure look-ups
+    ("Which option is square?") that teach the letter look-up itself (a tiny LM learns it from pure look-ups in ~1000
+    steps, and not from description-based questions alone in 400).
     """
     others = (
         (signals.sample_sound, signals.sound_caption, signals.AUDIO_PROMPTS),
@@ -78,18 +86,57 @@ def lm_conversations(rng: np.random.Generator, n: int) -> list[list[dict[str, st
     )
     out = []
     for _ in range(n):
-        if rng.random() < 0.25:
+        kind = rng.random()
+        if kind < 0.2:
             sample, describe, prompts = others[int(rng.integers(len(others)))]
             thing = sample(rng)
             prompt, desc, answer = str(rng.choice(prompts)), describe(thing, rng), describe(thing, rng)
         else:
             scene = shapes.sample_scene(rng)
             desc = shapes.caption(scene, rng)
-            if rng.random() < 0.5:
+            if kind < 0.45:
                 prompt, answer = str(rng.choice(shapes.CAPTION_PROMPTS)), shapes.caption(scene, rng)
-            else:
+            elif kind < 0.7:
                 prompt, answer = shapes.questions(scene, rng)[0]
-        out.append([{"role": "user", "content": f"{desc}\n{prompt}"}, {"role": "assistant", "content": answer}])
+                prompt += f"\n{benchmarks.VQA_PROMPT}" if rng.random() < 0.5 else ""
+            else:
+                item = multiple_choice_item(scene, rng)
+                answer, truth = item["answer"], item["options"][item["answer"]]
+                if kind < 0.85:
+                    desc, item["question"] = "", f"Which option is {truth}?"
+                prompt = benchmarks.multiple_choice_prompt(item["question"], item["options"])
+        content = f"{desc}\n{prompt}" if desc else prompt
+        out.append([{"role": "user", "content": content}, {"role": "assistant", "content": answer}])
+    return out
+
+
+def lm_chat_conversations(rng: np.random.Generator, n: int) -> list[list[dict[str, str]]]:
+    """The tiny LM's chat tuning (answers scored, like a chat LLM's instruction tuning) about descriptions in context:
+    3/10 short-answer questions (half with VQAv2's answer instruction), 3/10 pure letter look-ups, 3/10 lettered
+    questions about a description, 1/10 the pretraining mix.
+
+    Pretraining alone never taught the look-up (1200 steps with 15 % pure look-ups, every token or answers scored:
+    letter accuracy 0.25-0.28, chance); this mix teaches it in ~500 steps (pure look-ups 1.0 after 1000).
+    """
+    out = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.1:
+            out += lm_conversations(rng, 1)
+            continue
+        scene = shapes.sample_scene(rng)
+        desc = shapes.caption(scene, rng)
+        if kind < 0.4:
+            content, answer = shapes.questions(scene, rng)[0]
+            content = f"{desc}\n{content}" + (f"\n{benchmarks.VQA_PROMPT}" if rng.random() < 0.5 else "")
+        else:
+            item = multiple_choice_item(scene, rng)
+            answer, truth = item["answer"], item["options"][item["answer"]]
+            if kind < 0.7:
+                content = benchmarks.multiple_choice_prompt(f"Which option is {truth}?", item["options"])
+            else:
+                content = f"{desc}\n{benchmarks.multiple_choice_prompt(item['question'], item['options'])}"
+        out.append([{"role": "user", "content": content}, {"role": "assistant", "content": answer}])
     return out
 
 
@@ -309,10 +356,14 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
 
     start = time.time()
     corpus = lm_conversations(np.random.default_rng(spec.seed + 1), spec.lm_corpus)
+    chat = lm_chat_conversations(np.random.default_rng(spec.seed + 3), spec.lm_chat)
     prompts = shapes.CAPTION_PROMPTS + signals.AUDIO_PROMPTS + signals.IMU_PROMPTS + signals.VIDEO_PROMPTS
     texts = [m["content"] for conv in corpus for m in conv] + list(prompts)
     tokenizer = train_tokenizer(texts)
     lm, lm_losses = pretrain_lm(tokenizer, corpus, spec.lm_steps, seed=spec.seed)
+    lm, chat_losses = pretrain_lm(
+        tokenizer, chat, spec.lm_chat_steps, lr=1e-3, seed=spec.seed, answer_loss_only=True, model=lm, warmup_steps=30
+    )
     lm.save_pretrained(root / "models" / "tiny-lm")
     tokenizer.save_pretrained(root / "models" / "tiny-lm")
     timings["lm_s"] = time.time() - start
@@ -338,6 +389,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
         "spec": wanted,
         "timings": timings,
         "lm_loss": {"first": lm_losses[0], "last": float(np.mean(lm_losses[-50:]))},
+        "lm_chat_loss": {"first": chat_losses[0], "last": float(np.mean(chat_losses[-50:]))},
         "clip_loss": {"first": clip_losses[0], "last": float(np.mean(clip_losses[-50:]))},
         "clap_loss": {"first": clap_losses[0], "last": float(np.mean(clap_losses[-50:]))},
         "imu_loss": {"first": imu_losses[0], "last": float(np.mean(imu_losses[-50:]))},

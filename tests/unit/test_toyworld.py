@@ -1,0 +1,38 @@
+import re
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from anymal_lit.data import benchmarks
+from anymal_lit.toyworld.tiny_models import _batches, encode_conversations
+from anymal_lit.toyworld.world import lm_chat_conversations
+
+
+def test_chat_tuning_scores_only_the_answer_turn(tiny_llm_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_dir)
+    conversations = lm_chat_conversations(np.random.default_rng(0), 6)
+    ids, starts = encode_conversations(tokenizer, conversations, answer_loss_only=True)
+    x, mask, labels = _batches(ids, starts, 64, tokenizer.pad_token_id, np.random.default_rng(0))()
+    by_text = {tokenizer.apply_chat_template(c, tokenize=False): c for c in conversations}
+    for row, labelled in zip(x, labels):
+        whole = tokenizer.decode(row[row != tokenizer.pad_token_id])
+        conversation = by_text[whole]
+        prompt = tokenizer.apply_chat_template(conversation[:-1], tokenize=False, add_generation_prompt=True)
+        scored = tokenizer.decode(row[labelled != -100])
+        assert scored == whole[len(prompt) :]
+        assert scored.startswith(conversation[-1]["content"] + tokenizer.eos_token)
+    _, every = encode_conversations(tokenizer, conversations, answer_loss_only=False)
+    assert every == [0] * len(conversations)
+    assert torch.equal(mask.sum(1), (x != tokenizer.pad_token_id).sum(1))
+
+
+def test_chat_tuning_look_ups_answer_with_the_letter_of_the_named_option():
+    conversations = lm_chat_conversations(np.random.default_rng(1), 400)
+    lookups = [c for c in conversations if c[0]["content"].startswith("Which option is")]
+    lettered = [c for c in conversations if c[0]["content"].endswith(benchmarks.MC_PROMPT)]
+    assert len(lookups) > 60 and len(lettered) > len(lookups)
+    for user, assistant in lookups:
+        named = re.match(r"Which option is (\w+)\?", user["content"])[1]
+        options = dict(re.findall(r"^([A-D])\. (\w+)$", user["content"], flags=re.M))
+        assert options[assistant["content"]] == named and list(options.values()).count(named) == 1
