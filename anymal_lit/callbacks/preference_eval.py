@@ -60,7 +60,8 @@ class PreferenceEvalCallback(L.Callback):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(counts)
         pl_module.train(was_training)
-        return {"accuracy": float(counts[0] / counts[2]), "reward_accuracy": float(counts[1] / counts[2])}
+        right, reward_right, total = counts.tolist()  # exact integer counts: divide in float64 (360/400 is 0.9)
+        return {"accuracy": right / total, "reward_accuracy": reward_right / total}
 
     def _report(self, trainer: L.Trainer, pl_module: Any, scores: dict[str, float]) -> None:
         rank_zero_info(f"{pl_module.stage_name} {self.name}: {scores}")

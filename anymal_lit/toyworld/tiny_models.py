@@ -1,7 +1,9 @@
 """Tiny stand-ins for the pretrained models, built and saved in the standard formats.
 
 * A BPE tokenizer trained on the world's text and a small Llama-architecture LM pretrained on a mix of the world's
-  text (captions and questions about scene descriptions given in context), saved with ``save_pretrained``.
+  text (captions and questions about scene descriptions given in context), then chat-tuned with only the answers
+  scored (short answers, lettered multiple-choice questions), as the chat LLMs AnyMAL starts from are; saved with
+  ``save_pretrained``.
 * A tiny open_clip CLIP, briefly trained contrastively on the world's pictures and captions (AnyMAL's encoders are
   already aligned to text, so a random encoder would not be faithful), saved as an open_clip ``local-dir`` folder.
 

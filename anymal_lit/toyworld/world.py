@@ -53,7 +53,7 @@ class WorldSpec:
     image_val: int = 200
     image_size: int = 64
     lm_corpus: int = 20000
-    lm_steps: int = 500
+    lm_steps: int = 800
     lm_chat: int = 20000
     lm_chat_steps: int = 1000
     clip_steps: int = 700
@@ -74,10 +74,10 @@ def lm_conversations(rng: np.random.Generator, n: int) -> list[list[dict[str, st
     Restating and querying what the context says teaches the frozen LM to use its context, the ability that
     projected media tokens exploit after alignment. A fifth of the corpus is about sounds, motions and videos (restated
     as captions of that modality; with half the corpus on them, image QA after SFT fell to the blind baseline), the rest
-    about pictures: captions, short-answer questions (half with VQAv2's answer instruction) and, like the chat LLMs
-    AnyMAL starts from, MMBench-style lettered questions — half answered from the description, half pure look-ups
-    ("Which option is square?") that teach the letter look-up itself (a tiny LM learns it from pure look-ups in ~1000
-    steps, and not from description-based questions alone in 400).
+    about pictures: captions, short-answer questions (half with VQAv2's answer instruction) and MMBench-style lettered
+    questions (half answered from the description, half pure look-ups: "Which option is square?"), so the tokenizer
+    learns the benchmarks' instructions as words (MMBench's was ~40 byte-level tokens, now 12). Pretraining does not
+    teach the letter look-up itself; :func:`lm_chat_conversations` does.
     """
     others = (
         (signals.sample_sound, signals.sound_caption, signals.AUDIO_PROMPTS),

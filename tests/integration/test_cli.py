@@ -106,6 +106,9 @@ def test_three_stage_chain_through_the_cli(workdir):
     assert "vqa_official" in card["sft"]["image_imu_qa"]  # interleaved image + IMU questions
     assert {"vqa_official", "exact_match", "vqa_official_before"} <= set(card["sft"]["vqa"])
     assert {"accuracy_before", "accuracy", "reward_accuracy"} <= set(card["dpo"]["preference"])
+    pairs = len((workdir / "runs/toyworld/image_preference_val.jsonl").read_text().splitlines())
+    for value in card["dpo"]["preference"].values():  # exact fractions of the held-out pairs (360/400 is 0.9)
+        assert value in {k / pairs for k in range(pairs + 1)}
     assert "vqa_official" in card["dpo"]["vqa"]
     assert {"circular", "vanilla", "circular_before"} <= set(card["sft"]["mmbench"])
     lora = workdir / "runs/demo/dpo/checkpoints/export/lora/adapter_config.json"
