@@ -91,21 +91,17 @@ def lm_conversations(rng: np.random.Generator, n: int) -> list[list[dict[str, st
             sample, describe, prompts = others[int(rng.integers(len(others)))]
             thing = sample(rng)
             prompt, desc, answer = str(rng.choice(prompts)), describe(thing, rng), describe(thing, rng)
+            content = f"{desc}\n{prompt}"
         else:
             scene = shapes.sample_scene(rng)
             desc = shapes.caption(scene, rng)
             if kind < 0.45:
-                prompt, answer = str(rng.choice(shapes.CAPTION_PROMPTS)), shapes.caption(scene, rng)
+                prompt = str(rng.choice(shapes.CAPTION_PROMPTS))
+                content, answer = f"{desc}\n{prompt}", shapes.caption(scene, rng)
             elif kind < 0.7:
-                prompt, answer = shapes.questions(scene, rng)[0]
-                prompt += f"\n{benchmarks.VQA_PROMPT}" if rng.random() < 0.5 else ""
+                content, answer = _short_answer(scene, desc, rng)
             else:
-                item = multiple_choice_item(scene, rng)
-                answer, truth = item["answer"], item["options"][item["answer"]]
-                if kind < 0.85:
-                    desc, item["question"] = "", f"Which option is {truth}?"
-                prompt = benchmarks.multiple_choice_prompt(item["question"], item["options"])
-        content = f"{desc}\n{prompt}" if desc else prompt
+                content, answer = _lettered(scene, desc, rng, pure=kind < 0.85)
         out.append([{"role": "user", "content": content}, {"role": "assistant", "content": answer}])
     return out
 
@@ -127,17 +123,27 @@ def lm_chat_conversations(rng: np.random.Generator, n: int) -> list[list[dict[st
         scene = shapes.sample_scene(rng)
         desc = shapes.caption(scene, rng)
         if kind < 0.4:
-            content, answer = shapes.questions(scene, rng)[0]
-            content = f"{desc}\n{content}" + (f"\n{benchmarks.VQA_PROMPT}" if rng.random() < 0.5 else "")
+            content, answer = _short_answer(scene, desc, rng)
         else:
-            item = multiple_choice_item(scene, rng)
-            answer, truth = item["answer"], item["options"][item["answer"]]
-            if kind < 0.7:
-                content = benchmarks.multiple_choice_prompt(f"Which option is {truth}?", item["options"])
-            else:
-                content = f"{desc}\n{benchmarks.multiple_choice_prompt(item['question'], item['options'])}"
+            content, answer = _lettered(scene, desc, rng, pure=kind < 0.7)
         out.append([{"role": "user", "content": content}, {"role": "assistant", "content": answer}])
     return out
+
+
+def _short_answer(scene: shapes.Scene, desc: str, rng: np.random.Generator) -> tuple[str, str]:
+    """The description, a question about it (half with VQAv2's answer instruction), and the answer."""
+    question, answer = shapes.questions(scene, rng)[0]
+    return f"{desc}\n{question}" + (f"\n{benchmarks.VQA_PROMPT}" if rng.random() < 0.5 else ""), answer
+
+
+def _lettered(scene: shapes.Scene, desc: str, rng: np.random.Generator, pure: bool) -> tuple[str, str]:
+    """An MMBench-style lettered question and its letter: about the description, or (``pure``) a look-up that names
+    the right option ("Which option is square?") with no description."""
+    item = multiple_choice_item(scene, rng)
+    if pure:
+        question = f"Which option is {item['options'][item['answer']]}?"
+        return benchmarks.multiple_choice_prompt(question, item["options"]), item["answer"]
+    return f"{desc}\n{benchmarks.multiple_choice_prompt(item['question'], item['options'])}", item["answer"]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

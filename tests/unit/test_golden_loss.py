@@ -9,7 +9,7 @@ import torch
 from tests.conftest import build_model
 from tests.unit.test_anymal_model import batch_of
 
-GOLDEN = 5.9916300773620605
+GOLDEN = 6.103979110717773  # toy world v6: the tiny LM is chat-tuned and its tokenizer learned new text
 
 
 def test_golden_alignment_loss(tiny_world):
