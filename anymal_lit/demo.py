@@ -10,7 +10,7 @@ from pathlib import Path
 
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.toyworld import WorldSpec, build_world
-from anymal_lit.toyworld.report import caption_report, qa_blind_baseline
+from anymal_lit.toyworld.report import caption_report, interleaved_report, qa_blind_baseline
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
             world, modality, predictions / f"align_{name}.json", predictions / f"align_{name}_before.json"
         )
         update_scorecard(scorecard, "align", name, extras)
+    qa = predictions / "sft_image_imu_qa.json"
+    update_scorecard(
+        scorecard, "sft", "image_imu_qa", interleaved_report(world, qa, qa.with_name(f"{qa.stem}_before.json"))
+    )
     blind = qa_blind_baseline(world)
     for stage in ("sft", "dpo"):
         card = update_scorecard(scorecard, stage, "vqa", blind)

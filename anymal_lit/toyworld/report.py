@@ -1,4 +1,5 @@
-"""Toy-world extras for the scorecard: per-attribute caption accuracy and the best constant-caption baseline."""
+"""Toy-world extras for the scorecard: per-attribute caption and interleaved-answer accuracy, the best constant-caption
+baseline and a blind QA baseline."""
 
 from __future__ import annotations
 
@@ -44,6 +45,28 @@ def caption_report(
     score, caption = best_constant_cider(constant_candidates(world / f"{modality}_caption_train.jsonl"), references)
     out["cider_constant"] = score
     out["constant_caption"] = caption
+    return out
+
+
+def interleaved_report(world: str | Path, predictions: str | Path, predictions_before: str | Path | None) -> dict:
+    """Per-attribute accuracy of the interleaved image + IMU answers ("What am I doing near the red square?"): the
+    activity and pace (any of their words, as in the IMU caption report) and whether the answer names the object
+    asked about (and ``..._before``). Exact match alone counts a paraphrase ("riding a bike at a fast pace" for
+    "cycling quickly") as wrong."""
+    world = Path(world)
+    motions = json.loads((world / "imu_scenes_val.json").read_text())
+    truths, objects = {}, {}
+    for line in (world / "interleaved_val.jsonl").open():
+        row = json.loads(line)
+        truths[row["id"]] = motions[str(int(Path(row["imu"]).stem))]
+        objects[row["id"]] = row["conversations"][0]["value"].rsplit("near the ", 1)[1].rstrip("?")
+    out = {}
+    for suffix, path in (("", predictions), ("_before", predictions_before)):
+        if path is not None and Path(path).exists():
+            preds = json.loads(Path(path).read_text())
+            accuracy = signals.attribute_accuracy(preds, truths, signals.IMU_VOCAB)
+            accuracy["object_accuracy"] = sum(o in preds.get(k, "").lower() for k, o in objects.items()) / len(objects)
+            out.update({f"{k}{suffix}": v for k, v in accuracy.items()})
     return out
 
 

@@ -1,3 +1,4 @@
+import json
 import re
 
 import numpy as np
@@ -5,6 +6,7 @@ import torch
 from transformers import AutoTokenizer
 
 from anymal_lit.data import benchmarks
+from anymal_lit.toyworld.report import interleaved_report
 from anymal_lit.toyworld.tiny_models import _batches, encode_conversations
 from anymal_lit.toyworld.world import lm_chat_conversations
 
@@ -36,3 +38,20 @@ def test_chat_tuning_look_ups_answer_with_the_letter_of_the_named_option():
         named = re.match(r"Which option is (\w+)\?", user["content"])[1]
         options = dict(re.findall(r"^([A-D])\. (\w+)$", user["content"], flags=re.M))
         assert options[assistant["content"]] == named and list(options.values()).count(named) == 1
+
+
+def test_interleaved_report_scores_what_an_answer_says_not_its_wording(tiny_world, tmp_path):
+    gold = {}
+    for line in (tiny_world / "interleaved_val.jsonl").open():
+        row = json.loads(line)
+        gold[row["id"]] = row["conversations"][-1]["value"]
+    swap = {"cycling": "riding a bike", "riding a bike": "cycling", "quickly": "at a fast pace"}
+    swap |= {"at a fast pace": "quickly", "slowly": "at an easy pace", "at an easy pace": "slowly"}
+    words = re.compile("|".join(map(re.escape, sorted(swap, key=len, reverse=True))))
+    paraphrased = {k: words.sub(lambda m: swap[m[0]], v) for k, v in gold.items()}
+    assert sum(paraphrased[k] != gold[k] for k in gold) >= len(gold) // 2  # exact match would fail these
+    (tmp_path / "paraphrased.json").write_text(json.dumps(paraphrased))
+    (tmp_path / "empty.json").write_text(json.dumps({k: "" for k in gold}))
+    report = interleaved_report(tiny_world, tmp_path / "paraphrased.json", tmp_path / "empty.json")
+    assert report["activity_accuracy"] == report["pace_accuracy"] == report["object_accuracy"] == 1.0
+    assert report["activity_accuracy_before"] == report["object_accuracy_before"] == 0.0
