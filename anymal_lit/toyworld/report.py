@@ -65,7 +65,8 @@ def interleaved_report(world: str | Path, predictions: str | Path, predictions_b
         if path is not None and Path(path).exists():
             preds = json.loads(Path(path).read_text())
             accuracy = signals.attribute_accuracy(preds, truths, signals.IMU_VOCAB)
-            accuracy["object_accuracy"] = sum(o in preds.get(k, "").lower() for k, o in objects.items()) / len(objects)
+            named = sum(o in preds.get(k, "").lower() for k, o in objects.items())
+            accuracy["object_accuracy"] = named / max(1, len(objects))
             out.update({f"{k}{suffix}": v for k, v in accuracy.items()})
     return out
 
