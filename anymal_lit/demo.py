@@ -50,10 +50,10 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
             world, modality, predictions / f"align_{name}.json", predictions / f"align_{name}_before.json"
         )
         update_scorecard(scorecard, "align", name, extras)
-    qa = predictions / "sft_image_imu_qa.json"
-    update_scorecard(
-        scorecard, "sft", "image_imu_qa", interleaved_report(world, qa, qa.with_name(f"{qa.stem}_before.json"))
+    extras = interleaved_report(
+        world, predictions / "sft_image_imu_qa.json", predictions / "sft_image_imu_qa_before.json"
     )
+    update_scorecard(scorecard, "sft", "image_imu_qa", extras)
     blind = qa_blind_baseline(world)
     for stage in ("sft", "dpo"):
         card = update_scorecard(scorecard, stage, "vqa", blind)

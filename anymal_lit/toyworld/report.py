@@ -4,6 +4,7 @@ baseline and a blind QA baseline."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,13 @@ def caption_report(
     modality's caption val set."""
     world = Path(world)
     truths = json.loads((world / f"{modality}_scenes_val.json").read_text())
-    out = {}
-    for suffix, path in (("", predictions), ("_before", predictions_before)):
-        if path is not None and Path(path).exists():
-            preds = json.loads(Path(path).read_text())
-            if modality == "image":
-                accuracy = attribute_accuracy(preds, {k: Scene.from_dict(v) for k, v in truths.items()})
-            else:
-                accuracy = signals.attribute_accuracy(preds, truths, SIGNAL_VOCAB[modality])
-            out.update({f"{k}{suffix}": v for k, v in accuracy.items()})
+
+    def accuracy(preds: dict[str, str]) -> dict[str, float]:
+        if modality == "image":
+            return attribute_accuracy(preds, {k: Scene.from_dict(v) for k, v in truths.items()})
+        return signals.attribute_accuracy(preds, truths, SIGNAL_VOCAB[modality])
+
+    out = _before_and_after(accuracy, predictions, predictions_before)
     references = read_coco_references(world / f"{modality}_caption_val_coco.json")
     score, caption = best_constant_cider(constant_candidates(world / f"{modality}_caption_train.jsonl"), references)
     out["cider_constant"] = score
@@ -60,14 +59,25 @@ def interleaved_report(world: str | Path, predictions: str | Path, predictions_b
         row = json.loads(line)
         truths[row["id"]] = motions[str(int(Path(row["imu"]).stem))]
         objects[row["id"]] = row["conversations"][0]["value"].rsplit("near the ", 1)[1].rstrip("?")
+
+    def accuracy(preds: dict[str, str]) -> dict[str, float]:
+        named = sum(o in preds.get(k, "").lower() for k, o in objects.items())
+        return {
+            **signals.attribute_accuracy(preds, truths, signals.IMU_VOCAB),
+            "object_accuracy": named / max(1, len(objects)),
+        }
+
+    return _before_and_after(accuracy, predictions, predictions_before)
+
+
+def _before_and_after(
+    score: Callable[[dict[str, str]], dict[str, float]], predictions: str | Path, predictions_before: str | Path | None
+) -> dict[str, float]:
+    """``score`` of each predictions JSON that exists: keys as they are, and with ``_before`` for the earlier one."""
     out = {}
     for suffix, path in (("", predictions), ("_before", predictions_before)):
         if path is not None and Path(path).exists():
-            preds = json.loads(Path(path).read_text())
-            accuracy = signals.attribute_accuracy(preds, truths, signals.IMU_VOCAB)
-            named = sum(o in preds.get(k, "").lower() for k, o in objects.items())
-            accuracy["object_accuracy"] = named / max(1, len(objects))
-            out.update({f"{k}{suffix}": v for k, v in accuracy.items()})
+            out.update({f"{k}{suffix}": v for k, v in score(json.loads(Path(path).read_text())).items()})
     return out
 
 

@@ -93,15 +93,7 @@ def lm_conversations(rng: np.random.Generator, n: int) -> list[list[dict[str, st
             prompt, desc, answer = str(rng.choice(prompts)), describe(thing, rng), describe(thing, rng)
             content = f"{desc}\n{prompt}"
         else:
-            scene = shapes.sample_scene(rng)
-            desc = shapes.caption(scene, rng)
-            if kind < 0.45:
-                prompt = str(rng.choice(shapes.CAPTION_PROMPTS))
-                content, answer = f"{desc}\n{prompt}", shapes.caption(scene, rng)
-            elif kind < 0.7:
-                content, answer = _short_answer(scene, desc, rng)
-            else:
-                content, answer = _lettered(scene, desc, rng, pure=kind < 0.85)
+            content, answer = _about_a_picture(rng, kind, captions_below=0.45, answers_below=0.7, look_ups_below=0.85)
         out.append([{"role": "user", "content": content}, {"role": "assistant", "content": answer}])
     return out
 
@@ -120,27 +112,27 @@ def lm_chat_conversations(rng: np.random.Generator, n: int) -> list[list[dict[st
         if kind < 0.1:
             out += lm_conversations(rng, 1)
             continue
-        scene = shapes.sample_scene(rng)
-        desc = shapes.caption(scene, rng)
-        if kind < 0.4:
-            content, answer = _short_answer(scene, desc, rng)
-        else:
-            content, answer = _lettered(scene, desc, rng, pure=kind < 0.7)
+        content, answer = _about_a_picture(rng, kind, captions_below=0.0, answers_below=0.4, look_ups_below=0.7)
         out.append([{"role": "user", "content": content}, {"role": "assistant", "content": answer}])
     return out
 
 
-def _short_answer(scene: shapes.Scene, desc: str, rng: np.random.Generator) -> tuple[str, str]:
-    """The description, a question about it (half with VQAv2's answer instruction), and the answer."""
-    question, answer = shapes.questions(scene, rng)[0]
-    return f"{desc}\n{question}" + (f"\n{benchmarks.VQA_PROMPT}" if rng.random() < 0.5 else ""), answer
-
-
-def _lettered(scene: shapes.Scene, desc: str, rng: np.random.Generator, pure: bool) -> tuple[str, str]:
-    """An MMBench-style lettered question and its letter: about the description, or (``pure``) a look-up that names
-    the right option ("Which option is square?") with no description."""
+def _about_a_picture(
+    rng: np.random.Generator, kind: float, captions_below: float, answers_below: float, look_ups_below: float
+) -> tuple[str, str]:
+    """A scene's description and, by ``kind`` (uniform in [0, 1)), a caption request, a short-answer question (half
+    with VQAv2's answer instruction), a pure letter look-up ("Which option is square?", no description) or an
+    MMBench-style lettered question; returns (user turn, answer)."""
+    scene = shapes.sample_scene(rng)
+    desc = shapes.caption(scene, rng)
+    if kind < captions_below:
+        prompt = str(rng.choice(shapes.CAPTION_PROMPTS))
+        return f"{desc}\n{prompt}", shapes.caption(scene, rng)
+    if kind < answers_below:
+        question, answer = shapes.questions(scene, rng)[0]
+        return f"{desc}\n{question}" + (f"\n{benchmarks.VQA_PROMPT}" if rng.random() < 0.5 else ""), answer
     item = multiple_choice_item(scene, rng)
-    if pure:
+    if kind < look_ups_below:
         question = f"Which option is {item['options'][item['answer']]}?"
         return benchmarks.multiple_choice_prompt(question, item["options"]), item["answer"]
     return f"{desc}\n{benchmarks.multiple_choice_prompt(item['question'], item['options'])}", item["answer"]
