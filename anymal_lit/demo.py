@@ -10,7 +10,7 @@ from pathlib import Path
 
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.toyworld import WorldSpec, build_world
-from anymal_lit.toyworld.report import caption_report, interleaved_report, qa_blind_baseline
+from anymal_lit.toyworld.report import caption_report, interleaved_report, object_count_report, qa_blind_baseline
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
     update_scorecard(scorecard, "sft", "image_imu_qa", extras)
     blind = qa_blind_baseline(world)
     for stage in ("sft", "dpo"):
+        for bench in ("vqa", "mmbench"):
+            extras = object_count_report(
+                world, bench, predictions / f"{stage}_{bench}.json", predictions / f"{stage}_{bench}_before.json"
+            )
+            card = update_scorecard(scorecard, stage, bench, extras)
         card = update_scorecard(scorecard, stage, "vqa", blind)
     card["wall_seconds"] = time.time() - start
     card["world_seconds"] = world_seconds

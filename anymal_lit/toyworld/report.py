@@ -1,5 +1,5 @@
-"""Toy-world extras for the scorecard: per-attribute caption and interleaved-answer accuracy, the best constant-caption
-baseline and a blind QA baseline."""
+"""Toy-world extras for the scorecard: per-attribute caption and interleaved-answer accuracy, VQA and MMBench scores
+split by how many objects the picture holds, the best constant-caption baseline and a blind QA baseline."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 
 from anymal_lit.callbacks.caption_eval import read_coco_references
 from anymal_lit.metrics.caption import best_constant_cider
+from anymal_lit.metrics.choice import CIRCULAR_MOD, mmbench_circular
+from anymal_lit.metrics.vqa import vqa_accuracy
 from anymal_lit.toyworld import signals
 from anymal_lit.toyworld.shapes import Scene, attribute_accuracy
 
@@ -68,6 +70,48 @@ def interleaved_report(world: str | Path, predictions: str | Path, predictions_b
         }
 
     return _before_and_after(accuracy, predictions, predictions_before)
+
+
+OBJECT_COUNTS = {1: "one_object", 2: "two_objects"}
+
+
+def object_count_report(
+    world: str | Path, benchmark: str, predictions: str | Path, predictions_before: str | Path | None
+) -> dict:
+    """``benchmark`` (``"vqa"`` or ``"mmbench"``) scored apart on pictures of one object and of two (and
+    ``..._before``): ``vqa_official/one_object``, ``circular/two_objects``, ``vanilla/...``.
+
+    A question about one of two objects names it by the other attribute ("What colour is the triangle?"), so the model
+    must bind attributes to objects; with one object it need not. The split shows where the model's errors are.
+    """
+    if benchmark not in ("vqa", "mmbench"):
+        raise ValueError(f"benchmark must be 'vqa' or 'mmbench', got {benchmark!r}")
+    world = Path(world)
+    scenes = json.loads((world / "image_scenes_val.json").read_text())
+    records = [json.loads(line) for line in (world / f"image_{benchmark}_val.jsonl").open()]
+
+    def objects(record: dict) -> int:
+        # the toy world numbers VQA questions picture * 10 and MMBench groups by picture (index % 1_000_000)
+        picture = int(record["id"]) // 10 if benchmark == "vqa" else int(record["index"]) % CIRCULAR_MOD
+        return len(scenes[str(picture)]["objects"])
+
+    def score(preds: dict[str, str]) -> dict[str, float]:
+        out = {}
+        for count, name in OBJECT_COUNTS.items():
+            subset = [r for r in records if objects(r) == count]
+            if not subset:
+                continue
+            if benchmark == "vqa":
+                hits = [vqa_accuracy(preds.get(r["id"], ""), r["answers"]) for r in subset]
+                out[f"vqa_official/{name}"] = float(np.mean(hits))
+            else:
+                scored = [{**r, "prediction": preds.get(r["id"], "")} for r in subset]
+                result = mmbench_circular(scored)
+                out[f"circular/{name}"] = result["circular"]
+                out[f"vanilla/{name}"] = result["vanilla"]
+        return out
+
+    return _before_and_after(score, predictions, predictions_before)
 
 
 def _before_and_after(

@@ -2,13 +2,16 @@ import json
 import re
 
 import numpy as np
+import pytest
 import torch
 from transformers import AutoTokenizer
 
 from anymal_lit.data import benchmarks
-from anymal_lit.toyworld.report import interleaved_report
+from anymal_lit.metrics import mmbench_circular
+from anymal_lit.toyworld import shapes
+from anymal_lit.toyworld.report import interleaved_report, object_count_report
 from anymal_lit.toyworld.tiny_models import _batches, encode_conversations
-from anymal_lit.toyworld.world import lm_chat_conversations
+from anymal_lit.toyworld.world import lm_chat_conversations, write_instructions
 
 
 def test_chat_tuning_scores_only_the_answer_turn(tiny_llm_dir):
@@ -55,3 +58,53 @@ def test_interleaved_report_scores_what_an_answer_says_not_its_wording(tiny_worl
     report = interleaved_report(tiny_world, tmp_path / "paraphrased.json", tmp_path / "empty.json")
     assert report["activity_accuracy"] == report["pace_accuracy"] == report["object_accuracy"] == 1.0
     assert report["activity_accuracy_before"] == report["object_accuracy_before"] == 0.0
+
+
+def test_object_count_report_splits_scores_by_the_pictures_object_count(tiny_world, tmp_path):
+    """Right on one-object pictures and wrong on two-object ones -> 1.0 / 0.0; the split recombines to the overall."""
+    scenes = json.loads((tiny_world / "image_scenes_val.json").read_text())
+    for bench, key, picture in (("vqa", "vqa_official", lambda r: int(r["id"]) // 10), ("mmbench", "vanilla", None)):
+        rows = [json.loads(line) for line in (tiny_world / f"image_{bench}_val.jsonl").open()]
+        picture = picture or (lambda r: int(r["index"]) % 1_000_000)
+        single = {r["id"]: len(scenes[str(picture(r))]["objects"]) == 1 for r in rows}
+        assert 0 < sum(single.values()) < len(rows)
+        wrong = "nothing" if bench == "vqa" else "E"
+        half = {r["id"]: r["conversations"][-1]["value"] if single[r["id"]] else wrong for r in rows}
+        (tmp_path / "half.json").write_text(json.dumps(half))
+        (tmp_path / "empty.json").write_text(json.dumps({r["id"]: "" for r in rows}))
+        report = object_count_report(tiny_world, bench, tmp_path / "half.json", tmp_path / "empty.json")
+        assert report[f"{key}/one_object"] == 1.0 and report[f"{key}/two_objects"] == 0.0
+        assert report[f"{key}/one_object_before"] == report[f"{key}/two_objects_before"] == 0.0
+        if bench == "mmbench":
+            assert report["circular/one_object"] == 1.0 and report["circular/two_objects"] == 0.0
+            overall = mmbench_circular([{**r, "prediction": half[r["id"]]} for r in rows])["vanilla"]
+            share = sum(single.values()) / len(rows)
+            assert overall == pytest.approx(share)
+    with pytest.raises(ValueError, match="benchmark must be 'vqa' or 'mmbench'"):
+        object_count_report(tiny_world, "gqa", tmp_path / "half.json", None)
+
+
+def test_more_sft_choices_add_lettered_questions_and_change_nothing_else(tmp_path):
+    rng = np.random.default_rng(0)
+    scenes = {str(i): shapes.sample_scene(rng).to_dict() for i in range(30)}
+    files = {}
+    for choices in (1, 3):
+        root = tmp_path / str(choices)
+        root.mkdir()
+        for split in ("train", "val"):
+            (root / f"image_scenes_{split}.json").write_text(json.dumps(scenes))
+        write_instructions(root, np.random.default_rng(1), choices, np.random.default_rng(2))
+        files[choices] = {p.name: p.read_text() for p in root.glob("image_*.jsonl")}
+    for name in ("image_sft_val.jsonl", "image_preference_train.jsonl", "image_preference_val.jsonl"):
+        assert files[1][name] == files[3][name]
+    one = [json.loads(line) for line in files[1]["image_sft_train.jsonl"].splitlines()]
+    three = [json.loads(line) for line in files[3]["image_sft_train.jsonl"].splitlines()]
+    extra = [r for r in three if r not in one]
+    assert [r for r in three if r in one] == one and len(extra) == 2 * len(scenes)
+    assert len({r["id"] for r in three}) == len(three)
+    for row in extra:
+        prompt, letter = row["conversations"][0]["value"], row["conversations"][1]["value"]
+        scene = shapes.Scene.from_dict(scenes[row["id"].split("-")[0]])
+        options = dict(re.findall(r"^([A-D])\. (\w+)$", prompt, flags=re.M))
+        truths = {v for o in scene.objects for v in (o.colour, o.shape, o.position)}
+        assert prompt.endswith(benchmarks.MC_PROMPT) and options[letter] in truths
