@@ -20,7 +20,7 @@ from anymal_lit.toyworld.tiny_models import pretrain_lm, save_open_clip, tiny_cl
 
 log = logging.getLogger(__name__)
 
-WORLD_VERSION = 7
+WORLD_VERSION = 6
 CLIP_MEAN = (0.5, 0.5, 0.5)
 CLIP_STD = (0.25, 0.25, 0.25)
 
@@ -34,8 +34,6 @@ class WorldSpec:
         image_train: Training pictures.
         image_val: Validation pictures (5 reference captions each).
         image_size: Picture side in pixels (= the tiny CLIP's resolution).
-        sft_choices: Lettered multiple-choice questions per training picture in the SFT set (1 -> 3 took SFT MMBench
-            vanilla accuracy from 0.40 to 0.46 and circular from 0.09 to 0.14 at the same 600 steps).
         lm_corpus: Conversations in the tiny LM's pretraining corpus.
         lm_steps: Pretraining steps of the tiny LM (its loss plateaus by ~400 steps; chat tuning follows).
         lm_chat: Conversations in the tiny LM's chat tuning (answers scored).
@@ -54,7 +52,6 @@ class WorldSpec:
     image_train: int = 4000
     image_val: int = 200
     image_size: int = 64
-    sft_choices: int = 3
     lm_corpus: int = 20000
     lm_steps: int = 800
     lm_chat: int = 20000
@@ -186,16 +183,11 @@ def _conversation(prompt: str, answer: str | None = None) -> list[dict[str, str]
     return turns + ([{"from": "gpt", "value": answer}] if answer is not None else [])
 
 
-def write_instructions(
-    root: Path, rng: np.random.Generator, choices: int = 1, choice_rng: np.random.Generator | None = None
-) -> None:
-    """SFT conversations (short-answer questions, ``choices`` lettered multiple-choice questions per training picture
-    and captions) and preference pairs over the same pictures.
+def write_instructions(root: Path, rng: np.random.Generator) -> None:
+    """SFT conversations (short-answer questions and captions) and preference pairs over the same pictures.
 
-    Multiple-choice questions after the first are drawn from ``choice_rng`` (default: ``rng``), so their number can
-    change without changing any other file of the world. Val questions carry ``answers`` (10 copies of the true
-    answer, VQAv2-style) for VQA accuracy; preference pairs reject a caption with one wrong attribute, a hallucinated
-    or missing object, or a wrong short answer.
+    Val questions carry ``answers`` (10 copies of the true answer, VQAv2-style) for VQA accuracy; preference pairs
+    reject a caption with one wrong attribute, a hallucinated or missing object, or a wrong short answer.
     """
     for split in ("train", "val"):
         scenes = json.loads((root / f"image_scenes_{split}.json").read_text())
@@ -220,16 +212,15 @@ def write_instructions(
                         "conversations": _conversation(f"<image>\n{question}\n{benchmarks.VQA_PROMPT}", answer),
                     }
                 )
-                for k in range(choices):
-                    item = multiple_choice_item(scene, rng if k == 0 else choice_rng or rng)
-                    prompt = benchmarks.multiple_choice_prompt(item["question"], item["options"])
-                    sft.append(
-                        {
-                            "id": f"{rid}-m" + (str(k) if k else ""),
-                            "image": image,
-                            "conversations": _conversation(f"<image>\n{prompt}", item["answer"]),
-                        }
-                    )
+                item = multiple_choice_item(scene, rng)
+                prompt = benchmarks.multiple_choice_prompt(item["question"], item["options"])
+                sft.append(
+                    {
+                        "id": f"{rid}-m",
+                        "image": image,
+                        "conversations": _conversation(f"<image>\n{prompt}", item["answer"]),
+                    }
+                )
             if split == "train" and rng.random() < 0.5:
                 prompt = f"<image>\n{rng.choice(shapes.CAPTION_PROMPTS)}"
                 sft.append(
@@ -349,7 +340,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
     rng = np.random.default_rng(spec.seed)
     start = time.time()
     rows = write_images(root, spec, rng)
-    write_instructions(root, rng, spec.sft_choices, np.random.default_rng(spec.seed + 4))
+    write_instructions(root, rng)
     write_benchmarks(root, rng)
     timings["images_s"] = time.time() - start
 

@@ -8,10 +8,9 @@ from transformers import AutoTokenizer
 
 from anymal_lit.data import benchmarks
 from anymal_lit.metrics import mmbench_circular
-from anymal_lit.toyworld import shapes
 from anymal_lit.toyworld.report import interleaved_report, object_count_report
 from anymal_lit.toyworld.tiny_models import _batches, encode_conversations
-from anymal_lit.toyworld.world import lm_chat_conversations, write_instructions
+from anymal_lit.toyworld.world import lm_chat_conversations
 
 
 def test_chat_tuning_scores_only_the_answer_turn(tiny_llm_dir):
@@ -82,29 +81,3 @@ def test_object_count_report_splits_scores_by_the_pictures_object_count(tiny_wor
             assert overall == pytest.approx(share)
     with pytest.raises(ValueError, match="benchmark must be 'vqa' or 'mmbench'"):
         object_count_report(tiny_world, "gqa", tmp_path / "half.json", None)
-
-
-def test_more_sft_choices_add_lettered_questions_and_change_nothing_else(tmp_path):
-    rng = np.random.default_rng(0)
-    scenes = {str(i): shapes.sample_scene(rng).to_dict() for i in range(30)}
-    files = {}
-    for choices in (1, 3):
-        root = tmp_path / str(choices)
-        root.mkdir()
-        for split in ("train", "val"):
-            (root / f"image_scenes_{split}.json").write_text(json.dumps(scenes))
-        write_instructions(root, np.random.default_rng(1), choices, np.random.default_rng(2))
-        files[choices] = {p.name: p.read_text() for p in root.glob("image_*.jsonl")}
-    for name in ("image_sft_val.jsonl", "image_preference_train.jsonl", "image_preference_val.jsonl"):
-        assert files[1][name] == files[3][name]
-    one = [json.loads(line) for line in files[1]["image_sft_train.jsonl"].splitlines()]
-    three = [json.loads(line) for line in files[3]["image_sft_train.jsonl"].splitlines()]
-    extra = [r for r in three if r not in one]
-    assert [r for r in three if r in one] == one and len(extra) == 2 * len(scenes)
-    assert len({r["id"] for r in three}) == len(three)
-    for row in extra:
-        prompt, letter = row["conversations"][0]["value"], row["conversations"][1]["value"]
-        scene = shapes.Scene.from_dict(scenes[row["id"].split("-")[0]])
-        options = dict(re.findall(r"^([A-D])\. (\w+)$", prompt, flags=re.M))
-        truths = {v for o in scene.objects for v in (o.colour, o.shape, o.position)}
-        assert prompt.endswith(benchmarks.MC_PROMPT) and options[letter] in truths
