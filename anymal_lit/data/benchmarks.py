@@ -163,6 +163,7 @@ def vqa_records(
         out.append(
             {
                 "id": str(qid),
+                "image_id": q["image_id"],
                 "image": str(path.resolve()),
                 "answers": answers,
                 "answer_type": ann.get("answer_type", "other"),

@@ -90,23 +90,25 @@ def object_count_report(
     scenes = json.loads((world / "image_scenes_val.json").read_text())
     records = [json.loads(line) for line in (world / f"image_{benchmark}_val.jsonl").open()]
 
-    def objects(record: dict) -> int:
-        # the toy world numbers VQA questions picture * 10 and MMBench groups by picture (index % 1_000_000)
-        picture = int(record["id"]) // 10 if benchmark == "vqa" else int(record["index"]) % CIRCULAR_MOD
-        return len(scenes[str(picture)]["objects"])
+    def picture(record: dict) -> int:
+        # VQA records carry their image_id; the toy world gives each MMBench group its picture's number as base index
+        return int(record["image_id"]) if benchmark == "vqa" else int(record["index"]) % CIRCULAR_MOD
+
+    by_count: dict[int, list[dict]] = {}
+    for record in records:
+        by_count.setdefault(len(scenes[str(picture(record))]["objects"]), []).append(record)
 
     def score(preds: dict[str, str]) -> dict[str, float]:
         out = {}
         for count, name in OBJECT_COUNTS.items():
-            subset = [r for r in records if objects(r) == count]
+            subset = by_count.get(count, [])
             if not subset:
                 continue
             if benchmark == "vqa":
                 hits = [vqa_accuracy(preds.get(r["id"], ""), r["answers"]) for r in subset]
                 out[f"vqa_official/{name}"] = float(np.mean(hits))
             else:
-                scored = [{**r, "prediction": preds.get(r["id"], "")} for r in subset]
-                result = mmbench_circular(scored)
+                result = mmbench_circular([{**r, "prediction": preds.get(r["id"], "")} for r in subset])
                 out[f"circular/{name}"] = result["circular"]
                 out[f"vanilla/{name}"] = result["vanilla"]
         return out

@@ -20,7 +20,7 @@ from anymal_lit.toyworld.tiny_models import pretrain_lm, save_open_clip, tiny_cl
 
 log = logging.getLogger(__name__)
 
-WORLD_VERSION = 6
+WORLD_VERSION = 8
 CLIP_MEAN = (0.5, 0.5, 0.5)
 CLIP_STD = (0.25, 0.25, 0.25)
 

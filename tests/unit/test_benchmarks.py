@@ -45,7 +45,7 @@ def test_vqa_format_round_trip_and_bad_rows(tmp_path, images):
     with pytest.raises(RecordError, match=r"q.json: row 30: image file not found"):
         vqa_records(tmp_path / "q.json", tmp_path / "a.json", images, "{image_id:06d}.png")
     records = vqa_records(tmp_path / "q.json", tmp_path / "a.json", images, "{image_id:06d}.png", skip_bad=True)
-    assert [r["id"] for r in records] == ["10", "20"]
+    assert [r["id"] for r in records] == ["10", "20"] and [r["image_id"] for r in records] == [1, 2]
     assert records[0]["answers"] == ["red"] * 10 and records[1]["answer_type"] == "number"
     assert records[0]["conversations"][0]["value"].startswith("<image>\nWhat colour?\n")
     metric = VQAMetric()

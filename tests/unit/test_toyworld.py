@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer
 
 from anymal_lit.data import benchmarks
-from anymal_lit.metrics import mmbench_circular
+from anymal_lit.metrics import mmbench_circular, vqa_accuracy
 from anymal_lit.toyworld.report import interleaved_report, object_count_report
 from anymal_lit.toyworld.tiny_models import _batches, encode_conversations
 from anymal_lit.toyworld.world import lm_chat_conversations
@@ -62,10 +62,10 @@ def test_interleaved_report_scores_what_an_answer_says_not_its_wording(tiny_worl
 def test_object_count_report_splits_scores_by_the_pictures_object_count(tiny_world, tmp_path):
     """Right on one-object pictures and wrong on two-object ones -> 1.0 / 0.0; the split recombines to the overall."""
     scenes = json.loads((tiny_world / "image_scenes_val.json").read_text())
-    for bench, key, picture in (("vqa", "vqa_official", lambda r: int(r["id"]) // 10), ("mmbench", "vanilla", None)):
+    pictures = {"vqa": lambda r: r["image_id"], "mmbench": lambda r: r["index"] % 1_000_000}
+    for bench, key in (("vqa", "vqa_official"), ("mmbench", "vanilla")):
         rows = [json.loads(line) for line in (tiny_world / f"image_{bench}_val.jsonl").open()]
-        picture = picture or (lambda r: int(r["index"]) % 1_000_000)
-        single = {r["id"]: len(scenes[str(picture(r))]["objects"]) == 1 for r in rows}
+        single = {r["id"]: len(scenes[str(pictures[bench](r))]["objects"]) == 1 for r in rows}
         assert 0 < sum(single.values()) < len(rows)
         wrong = "nothing" if bench == "vqa" else "E"
         half = {r["id"]: r["conversations"][-1]["value"] if single[r["id"]] else wrong for r in rows}
@@ -76,8 +76,16 @@ def test_object_count_report_splits_scores_by_the_pictures_object_count(tiny_wor
         assert report[f"{key}/one_object_before"] == report[f"{key}/two_objects_before"] == 0.0
         if bench == "mmbench":
             assert report["circular/one_object"] == 1.0 and report["circular/two_objects"] == 0.0
-            overall = mmbench_circular([{**r, "prediction": half[r["id"]]} for r in rows])["vanilla"]
-            share = sum(single.values()) / len(rows)
-            assert overall == pytest.approx(share)
+        # right on every third record, whatever its picture: the two parts, weighted by size, give the overall score
+        mixed = {r["id"]: r["conversations"][-1]["value"] if i % 3 == 0 else wrong for i, r in enumerate(rows)}
+        (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+        report = object_count_report(tiny_world, bench, tmp_path / "mixed.json", None)
+        if bench == "vqa":
+            overall = np.mean([vqa_accuracy(mixed[r["id"]], r["answers"]) for r in rows])
+        else:
+            overall = mmbench_circular([{**r, "prediction": mixed[r["id"]]} for r in rows])["vanilla"]
+        share = sum(single.values()) / len(rows)
+        parts = share * report[f"{key}/one_object"] + (1 - share) * report[f"{key}/two_objects"]
+        assert 0 < overall < 1 and parts == pytest.approx(overall)
     with pytest.raises(ValueError, match="benchmark must be 'vqa' or 'mmbench'"):
         object_count_report(tiny_world, "gqa", tmp_path / "half.json", None)
