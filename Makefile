@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint format clean bench bench-eval
+.PHONY: install demo test test-fast lint format clean bench bench-eval tiny-lm
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(BIN)/.installed
 
 demo: install  ## toy world + tiny models -> alignment -> runs/demo/scorecard.json
 	$(BIN)/anymal-lit demo
+
+tiny-lm: install  ## retrain the tiny chat LM the toy world ships (anymal_lit/toyworld/assets/tiny-lm, ~5 CPU min)
+	$(BIN)/anymal-lit tiny-lm --out anymal_lit/toyworld/assets/tiny-lm
 
 test: install  ## the whole suite (CPU, offline, tiny models)
 	$(BIN)/python -m pytest -q

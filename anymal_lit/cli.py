@@ -6,6 +6,7 @@
     anymal-lit validate -c experiments/demo/align_image.yaml --ckpt_path runs/.../last.ckpt
     anymal-lit list                      # encoders, projectors, stages, data modules, callbacks, presets
     anymal-lit toyworld --out runs/toyworld
+    anymal-lit tiny-lm --out anymal_lit/toyworld/assets/tiny-lm   # retrain the tiny LM the toy world ships
     anymal-lit demo                      # toy world -> align -> SFT -> DPO -> scorecard
     anymal-lit convert vqav2 --questions q.json --annotations a.json --images val2014/ --out vqav2_val.jsonl
     anymal-lit convert webdataset --records train.jsonl --out shards/train-%06d.tar   # JSONL + media -> tar shards
@@ -24,7 +25,7 @@ from lightning.pytorch.cli import LightningCLI
 from anymal_lit.data.datamodule import ConversationDataModule
 from anymal_lit.stages.base import AnyMALStage
 
-KIT_COMMANDS = ("list", "toyworld", "demo", "convert", "consolidate")
+KIT_COMMANDS = ("list", "toyworld", "tiny-lm", "demo", "convert", "consolidate")
 
 
 class AnyMALCLI(LightningCLI):
@@ -52,6 +53,9 @@ def _kit_command(argv: list[str]) -> None:
     p_world.add_argument("--out", default="runs/toyworld")
     p_world.add_argument("--seed", type=int, default=0)
     p_world.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
+    p_lm = sub.add_parser("tiny-lm", help="train the toy world's tiny LM from scratch (the one the kit ships)")
+    p_lm.add_argument("--out", required=True, help="folder for the LM, its tokenizer and recipe.json")
+    p_lm.add_argument("--seed", type=int, default=0)
     p_demo = sub.add_parser("demo", help="toy world -> alignment -> scorecard (what `make demo` runs)")
     p_demo.add_argument("--world", default="runs/toyworld")
     p_demo.add_argument("--out", default="runs/demo")
@@ -112,6 +116,12 @@ def _kit_command(argv: list[str]) -> None:
         from anymal_lit.toyworld import WorldSpec, build_world
 
         build_world(args.out, WorldSpec(seed=args.seed), force=args.force)
+    elif args.command == "tiny-lm":
+        from anymal_lit.toyworld import WorldSpec
+        from anymal_lit.toyworld.world import build_tiny_lm
+
+        recipe = build_tiny_lm(args.out, WorldSpec(seed=args.seed, tiny_lm="train"))
+        print(json.dumps(recipe, indent=2))
     else:
         from anymal_lit.demo import run_demo
 

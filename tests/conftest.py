@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_SPEC = {
     "image_train": 64,
     "image_val": 12,
+    "tiny_lm": "train",  # a few steps in place; test_toyworld checks the shipped one
     "lm_corpus": 400,
     "lm_steps": 20,
     "lm_chat": 200,

@@ -115,22 +115,36 @@ def pretrain_lm(
     answer_loss_only: bool = False,
     model: torch.nn.Module | None = None,
     warmup_steps: int = 100,
+    replay: Sequence[list[dict[str, str]]] = (),
+    replay_share: float = 0.25,
 ) -> tuple[torch.nn.Module, list[float]]:
     """Train the tiny LM (a new one, or ``model`` further) for ``steps`` steps on chat-formatted conversations: every
-    token scored (pretraining), or with ``answer_loss_only`` the last turn only (chat tuning)."""
+    token scored (pretraining), or with ``answer_loss_only`` the last turn only (chat tuning).
+
+    With ``replay`` (pretraining conversations), ``replay_share`` of each batch's rows come from it with every token
+    scored, and the loss is the two parts' mean losses weighed by their rows: chat tuning that keeps pretraining's
+    text in view. The learning rate warms up linearly, then follows a cosine down to 10 % of ``lr``.
+    """
     torch.manual_seed(seed)
     model = model if model is not None else AutoModelForCausalLM.from_config(tiny_lm_config(tokenizer))
-    ids, starts = encode_conversations(tokenizer, conversations, answer_loss_only)
-    draw = _batches(ids, starts, batch_size, tokenizer.pad_token_id, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    replayed = round(batch_size * replay_share) if replay else 0
+    parts = [(batch_size - replayed, *encode_conversations(tokenizer, conversations, answer_loss_only))]
+    if replayed:
+        parts.append((replayed, *encode_conversations(tokenizer, replay, answer_loss_only=False)))
+    pad = tokenizer.pad_token_id
+    draws = [(rows / batch_size, _batches(ids, starts, rows, pad, rng)) for rows, ids, starts in parts]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * s / steps))
+        opt, lambda s: min(1.0, (s + 1) / warmup_steps) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps)))
     )
     losses, start = [], time.time()
     model.train()
     for step in range(steps):
-        x, mask, labels = draw()
-        loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
+        loss = 0.0
+        for weight, draw in draws:
+            x, mask, labels = draw()
+            loss = loss + weight * model(input_ids=x, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

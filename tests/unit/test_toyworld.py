@@ -4,13 +4,14 @@ import re
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from anymal_lit.data import benchmarks
 from anymal_lit.metrics import mmbench_circular, vqa_accuracy
+from anymal_lit.toyworld import WorldSpec
 from anymal_lit.toyworld.report import interleaved_report, object_count_report
-from anymal_lit.toyworld.tiny_models import _batches, encode_conversations
-from anymal_lit.toyworld.world import lm_chat_conversations
+from anymal_lit.toyworld.tiny_models import _batches, encode_conversations, pretrain_lm
+from anymal_lit.toyworld.world import SHIPPED_LM, build_tiny_lm, lm_chat_conversations, lm_conversations, probe_tiny_lm
 
 
 def test_chat_tuning_scores_only_the_answer_turn(tiny_llm_dir):
@@ -29,6 +30,56 @@ def test_chat_tuning_scores_only_the_answer_turn(tiny_llm_dir):
     _, every = encode_conversations(tokenizer, conversations, answer_loss_only=False)
     assert every == [0] * len(conversations)
     assert torch.equal(mask.sum(1), (x != tokenizer.pad_token_id).sum(1))
+
+
+class _Recorder(torch.nn.Module):
+    """Stands in for the LM: records each forward's rows and labels; the loss is a constant with a gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, input_ids, attention_mask, labels):
+        self.seen.append((input_ids, labels))
+        return type("Out", (), {"loss": self.w * 0 + 1.0})()
+
+
+def test_chat_tuning_with_replay_scores_a_quarter_of_each_batch_on_pretraining_text(tiny_llm_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_dir)
+    chat = lm_chat_conversations(np.random.default_rng(0), 30)
+    corpus = lm_conversations(np.random.default_rng(1), 30)
+    texts = {tokenizer.apply_chat_template(c, tokenize=False) for c in corpus}
+    model = _Recorder()
+    _, losses = pretrain_lm(tokenizer, chat, 3, batch_size=8, answer_loss_only=True, model=model, replay=corpus)
+    assert losses == [1.0] * 3 and len(model.seen) == 6  # two forwards a step: chat rows, then replayed rows
+    for (chat_x, chat_y), (replay_x, replay_y) in zip(model.seen[::2], model.seen[1::2]):
+        assert len(chat_x) == 6 and len(replay_x) == 2
+        real = replay_x != tokenizer.pad_token_id
+        assert torch.equal(replay_y != -100, real)  # every token of a replayed row is scored
+        assert all(tokenizer.decode(row[keep]) in texts for row, keep in zip(replay_x, real))
+        assert ((chat_y != -100).sum(1) < (chat_x != tokenizer.pad_token_id).sum(1) / 2).all()  # answers only
+
+
+def test_a_world_trained_lm_records_its_recipe_and_probe(tiny_llm_dir):
+    recipe = json.loads((tiny_llm_dir / "recipe.json").read_text())
+    assert recipe["spec"]["lm_steps"] == 20 and recipe["spec"]["lm_chat_steps"] == 10  # tests/conftest.py's TINY_SPEC
+    kinds = {f"{k}/{n}" for k in ("lettered", "short") for n in ("one_object", "two_objects")}
+    assert set(recipe["probe"]) == kinds and all(0 <= v <= 1 for v in recipe["probe"].values())
+    assert recipe["lm_chat_loss"]["first"] > 0
+
+
+def test_shipped_tiny_lm_answers_lettered_and_short_questions():
+    """The stand-in for a pretrained chat LLM: it picks the letter of the option a description implies, and the kit
+    ships what ``anymal-lit tiny-lm`` builds with the world's defaults."""
+    recipe = json.loads((SHIPPED_LM / "recipe.json").read_text())
+    defaults = WorldSpec()
+    assert recipe["spec"] == {k: getattr(defaults, k) for k in recipe["spec"]} and "lm_chat_steps" in recipe["spec"]
+    model = AutoModelForCausalLM.from_pretrained(SHIPPED_LM)
+    probe = probe_tiny_lm(model, AutoTokenizer.from_pretrained(SHIPPED_LM), count=60)
+    assert probe["lettered/one_object"] >= 0.9 and probe["short/one_object"] >= 0.9
+    with pytest.raises(ValueError, match="tiny_lm must be 'shipped' or 'train'"):
+        build_tiny_lm("unused", WorldSpec(tiny_lm="download"))
 
 
 def test_chat_tuning_look_ups_answer_with_the_letter_of_the_named_option():
