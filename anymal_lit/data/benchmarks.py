@@ -24,6 +24,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from anymal_lit.data.records import RecordError
+from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,24 @@ def write_mmbench_tsv(rows: list[dict], path: str | Path) -> None:
 
 
 def write_jsonl(records: list[dict], path: str | Path) -> Path:
+    """Write records as JSONL. Media paths inside the file's folder are written relative to it (the readers resolve
+    them against the JSONL's folder), so the folder can be moved or copied with its media; others stay absolute."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    folder = path.parent.resolve()
+
+    def portable(media: str) -> str:
+        media_path = Path(media)
+        return str(media_path.relative_to(folder)) if media_path.is_relative_to(folder) else media
+
+    lines = []
+    for record in records:
+        for key in DEFAULT_PLACEHOLDERS:
+            value = record.get(key)
+            if isinstance(value, str):
+                record = {**record, key: portable(value)}
+            elif isinstance(value, list):
+                record = {**record, key: [portable(v) for v in value]}
+        lines.append(json.dumps(record) + "\n")
+    path.write_text("".join(lines))
     return path

@@ -12,9 +12,10 @@ from anymal_lit.data.benchmarks import (
     mmbench_records,
     multiple_choice_prompt,
     vqa_records,
+    write_jsonl,
     write_mmbench_tsv,
 )
-from anymal_lit.data.records import RecordError
+from anymal_lit.data.records import RecordError, read_records
 from anymal_lit.metrics import ChoiceMetric, VQAMetric, circular_variants
 
 
@@ -51,6 +52,23 @@ def test_vqa_format_round_trip_and_bad_rows(tmp_path, images):
     metric = VQAMetric()
     metric.update(["10", "20"], ["Red", "two"], [r["answers"] for r in records])
     assert metric.compute()["vqa_official"] == 0.0  # identical human answers: no normalisation (official rule)
+
+
+def test_written_records_keep_working_when_their_folder_moves(tmp_path, images):
+    """Media inside the JSONL's folder are written relative to it; media elsewhere keep their absolute path."""
+    elsewhere = tmp_path / "elsewhere.png"
+    Image.new("RGB", (8, 8)).save(elsewhere)
+    turns = [{"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"}]
+    rows = [
+        {"id": "in", "image": str(images / "000001.png"), "conversations": turns},
+        {"id": "out", "image": str(elsewhere), "conversations": turns},
+    ]
+    written = write_jsonl(rows, tmp_path / "imgs" / "vqa.jsonl")
+    lines = [json.loads(line) for line in written.read_text().splitlines()]
+    assert lines[0]["image"] == "000001.png" and lines[1]["image"] == str(elsewhere)
+    moved = images.rename(tmp_path / "moved")
+    records = read_records(moved / "vqa.jsonl", {"image": "<image>"})
+    assert [r.media for r in records] == [[("image", str(moved / "000001.png"))], [("image", str(elsewhere))]]
 
 
 def test_mmbench_tsv_round_trip(tmp_path, images):

@@ -33,7 +33,8 @@ def test_chat_tuning_scores_only_the_answer_turn(tiny_llm_dir):
 
 
 class _Recorder(torch.nn.Module):
-    """Stands in for the LM: records each forward's rows and labels; the loss is a constant with a gradient."""
+    """Stands in for the LM: records each forward's rows and labels; the loss is the row count, with a gradient (so a
+    step's logged loss shows how the parts were weighed)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -42,7 +43,7 @@ class _Recorder(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, labels):
         self.seen.append((input_ids, labels))
-        return type("Out", (), {"loss": self.w * 0 + 1.0})()
+        return type("Out", (), {"loss": self.w * 0 + float(len(input_ids))})()
 
 
 def test_chat_tuning_with_replay_scores_a_quarter_of_each_batch_on_pretraining_text(tiny_llm_dir):
@@ -52,7 +53,8 @@ def test_chat_tuning_with_replay_scores_a_quarter_of_each_batch_on_pretraining_t
     texts = {tokenizer.apply_chat_template(c, tokenize=False) for c in corpus}
     model = _Recorder()
     _, losses = pretrain_lm(tokenizer, chat, 3, batch_size=8, answer_loss_only=True, model=model, replay=corpus)
-    assert losses == [1.0] * 3 and len(model.seen) == 6  # two forwards a step: chat rows, then replayed rows
+    assert len(model.seen) == 6  # two forwards a step: chat rows, then replayed rows
+    assert losses == pytest.approx([0.75 * 6 + 0.25 * 2] * 3)  # each part's mean loss weighed by its share of rows
     for (chat_x, chat_y), (replay_x, replay_y) in zip(model.seen[::2], model.seen[1::2]):
         assert len(chat_x) == 6 and len(replay_x) == 2
         real = replay_x != tokenizer.pad_token_id
