@@ -15,7 +15,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from anymal_lit.models.anymal import AnyMALModel
-from anymal_lit.stages.export import load_export, trainable_state, write_export
+from anymal_lit.stages.export import load_export, read_export_meta, trainable_state, write_export
 from anymal_lit.strategies import gathered_state, shard_fsdp2
 
 
@@ -74,9 +74,18 @@ class AnyMALStage(L.LightningModule):
         self.model = model
         self.configure_trainable()
         if init_from is not None:
+            self.check_export(init_from, read_export_meta(init_from))
             load_export(self.model, init_from)
         self.strict_loading = False  # checkpoints hold only trainable weights (checked in on_load_checkpoint)
         self._sharded = False
+
+    def check_export(self, path: str, meta: dict[str, Any]) -> None:
+        """Refuse an ``init_from`` export (``meta``: its ``export.json``) this stage cannot continue; shapes are
+        checked on loading, settings that leave the shapes alike are checked here."""
+
+    def export_meta(self) -> dict[str, Any]:
+        """What ``export.json`` records besides the tensors (the next stage's :meth:`check_export` reads it)."""
+        return {"stage": self.stage_name, "global_step": self.global_step, "modalities": self.model.modalities}
 
     @abstractmethod
     def configure_trainable(self) -> None:
@@ -165,8 +174,7 @@ class AnyMALStage(L.LightningModule):
         # under FSDP / ZeRO-3 every rank holds a shard: gather whole tensors on all ranks, rank 0 writes them
         state = gathered_state({n: p for n, p in self.model.named_parameters() if p.requires_grad})
         if self.trainer.is_global_zero:
-            meta = {"stage": self.stage_name, "global_step": self.global_step, "modalities": self.model.modalities}
-            folder = write_export(state, self.export_dir(), meta)
+            folder = write_export(state, self.export_dir(), self.export_meta())
             rank_zero_info(f"exported trainable weights to {folder}")
 
     def configure_model(self) -> None:

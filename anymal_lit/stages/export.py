@@ -34,6 +34,13 @@ def write_export(model: nn.Module | dict[str, torch.Tensor], folder: str | Path,
     return folder
 
 
+def read_export_meta(path: str | Path) -> dict[str, Any]:
+    """The ``export.json`` beside an export (its folder or its ``.safetensors`` file); ``{}`` if there is none."""
+    path = Path(path)
+    meta = (path if path.is_dir() else path.parent) / META_FILE
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
 def load_export(model: nn.Module, path: str | Path) -> list[str]:
     """Load an export (its folder or its ``.safetensors`` file) into ``model``; returns the loaded names.
 

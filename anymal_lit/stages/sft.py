@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from anymal_lit.models.anymal import AnyMALModel
 from anymal_lit.models.lora import add_lora, lora_state, save_lora
@@ -64,6 +65,23 @@ class SFTStage(AnyMALStage):
         for name, param in self.model.llm.model.named_parameters():
             param.requires_grad_("lora_" in name and ".default." in name)
         self.model.llm.frozen = False  # adapters train, so dropout inside them follows train/eval
+
+    def export_meta(self) -> dict[str, Any]:
+        return {**super().export_meta(), "lora": self.lora}
+
+    def check_export(self, path: str, meta: dict[str, Any]) -> None:
+        """An export with LoRA adapters must be continued with the same rank, alpha and target modules: a different
+        alpha loads without a shape error but rescales every adapter (the model would not be the one exported)."""
+        exported = meta.get("lora")
+        if not exported:
+            return
+        keys = {"r": "lora_r", "alpha": "lora_alpha", "target_modules": "lora_target_modules"}
+        differ = [f"{arg}: {exported[k]!r} (this stage: {self.lora[k]!r})" for k, arg in keys.items()
+                  if k in exported and exported[k] != self.lora[k]]  # fmt: skip
+        if differ:
+            raise ValueError(
+                f"{path}: its LoRA adapters were trained with other settings; set the stage's " + ", ".join(differ)
+            )
 
     def write_export(self) -> None:
         super().write_export()

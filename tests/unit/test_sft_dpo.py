@@ -83,6 +83,16 @@ def test_sft_starts_from_the_alignment_export_and_trains_only_projectors_and_lor
     assert (tmp_path / "ckpt/export/lora/adapter_model.safetensors").is_file()
 
 
+def test_a_stage_refuses_an_export_whose_lora_settings_differ(tiny_world, sft_export):
+    """Another alpha loads without a shape error but rescales every adapter: the stage says which setting to change."""
+    assert json.loads((sft_export / "export.json").read_text())["lora"]["alpha"] == 32
+    with pytest.raises(ValueError, match=r"export: its LoRA adapters .* lora_alpha: 32 \(this stage: 16\)"):
+        DPOStage(build_model(tiny_world), init_from=str(sft_export), lora_alpha=16)
+    with pytest.raises(ValueError, match=r"lora_r: 8 \(this stage: 4\)"):
+        SFTStage(build_model(tiny_world), init_from=str(sft_export / "trainable.safetensors"), lora_r=4)
+    DPOStage(build_model(tiny_world), init_from=str(sft_export))  # the same settings load
+
+
 def test_neftune_noises_text_embeddings_only_in_training(tiny_world):
     stage = SFTStage(build_model(tiny_world), neftune_alpha=10.0)
     model = stage.model
