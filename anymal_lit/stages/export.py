@@ -38,7 +38,12 @@ def read_export_meta(path: str | Path) -> dict[str, Any]:
     """The ``export.json`` beside an export (its folder or its ``.safetensors`` file); ``{}`` if there is none."""
     path = Path(path)
     meta = (path if path.is_dir() else path.parent) / META_FILE
-    return json.loads(meta.read_text()) if meta.is_file() else {}
+    if not meta.is_file():
+        return {}
+    try:
+        return json.loads(meta.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{meta}: not valid JSON ({err})") from None
 
 
 def load_export(model: nn.Module, path: str | Path) -> list[str]:

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import lightning.pytorch as L
 import pytest
@@ -91,6 +92,14 @@ def test_a_stage_refuses_an_export_whose_lora_settings_differ(tiny_world, sft_ex
     with pytest.raises(ValueError, match=r"lora_r: 8 \(this stage: 4\)"):
         SFTStage(build_model(tiny_world), init_from=str(sft_export / "trainable.safetensors"), lora_r=4)
     DPOStage(build_model(tiny_world), init_from=str(sft_export))  # the same settings load
+
+
+def test_a_broken_export_json_is_named(tmp_path, tiny_world, sft_export):
+    broken = tmp_path / "export"
+    shutil.copytree(sft_export, broken)
+    (broken / "export.json").write_text('{"stage": "sft",')
+    with pytest.raises(ValueError, match=r"export/export.json: not valid JSON"):
+        DPOStage(build_model(tiny_world), init_from=str(broken))
 
 
 def test_neftune_noises_text_embeddings_only_in_training(tiny_world):
