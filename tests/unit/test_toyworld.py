@@ -66,6 +66,7 @@ def test_chat_tuning_with_replay_scores_a_quarter_of_each_batch_on_pretraining_t
 def test_a_world_trained_lm_records_its_recipe_and_probe(tiny_llm_dir):
     recipe = json.loads((tiny_llm_dir / "recipe.json").read_text())
     assert recipe["spec"]["lm_steps"] == 20 and recipe["spec"]["lm_chat_steps"] == 10  # tests/conftest.py's TINY_SPEC
+    assert recipe["spec"]["lm_chat_rounds"] == WorldSpec().lm_chat_rounds
     kinds = {f"{k}/{n}" for k in ("lettered", "short") for n in ("one_object", "two_objects")}
     assert set(recipe["probe"]) == kinds and all(0 <= v <= 1 for v in recipe["probe"].values())
     assert recipe["lm_chat_loss"]["first"] > 0
@@ -93,6 +94,25 @@ def test_chat_tuning_look_ups_answer_with_the_letter_of_the_named_option():
         named = re.match(r"Which option is (\w+)\?", user["content"])[1]
         options = dict(re.findall(r"^([A-D])\. (\w+)$", user["content"], flags=re.M))
         assert options[assistant["content"]] == named and list(options.values()).count(named) == 1
+
+
+def test_last_chat_round_gives_the_look_ups_share_to_short_answers():
+    """The recipe's last chat-tuning round (``short_answers=0.5``) asks short questions about a description in half
+    its rows and letter look-ups in a tenth; the earlier rounds three tenths each."""
+
+    def shares(short: float) -> tuple[float, float]:
+        conversations = lm_chat_conversations(np.random.default_rng(2), 2000, short)
+        users = [c[0]["content"] for c in conversations]
+        lookups = sum(u.startswith("Which option is") for u in users)
+        questions = sum(u.split("\n")[1].split()[0] in ("What", "Where", "Is", "How") for u in users if "\n" in u)
+        lettered = sum(u.endswith(benchmarks.MC_PROMPT) for u in users) - lookups  # about a description
+        return lookups / len(users), (questions - lettered) / len(users)
+
+    (lookups_default, short_default), (lookups_last, short_last) = shares(0.3), shares(0.5)
+    assert lookups_default == pytest.approx(0.3, abs=0.04) and short_default == pytest.approx(0.3, abs=0.04)
+    assert lookups_last == pytest.approx(0.1, abs=0.03) and short_last == pytest.approx(0.5, abs=0.04)
+    with pytest.raises(ValueError, match="short_answers must be in"):
+        lm_chat_conversations(np.random.default_rng(2), 10, 0.7)
 
 
 def test_interleaved_report_scores_what_an_answer_says_not_its_wording(tiny_world, tmp_path):
