@@ -116,7 +116,13 @@ def lm_conversations(rng: np.random.Generator, n: int) -> list[list[dict[str, st
     return out
 
 
-def lm_chat_conversations(rng: np.random.Generator, n: int, short_answers: float = 0.3) -> list[list[dict[str, str]]]:
+CHAT_SHORT_ANSWERS = 0.3
+"""Share of short-answer questions in a chat-tuning round (:func:`lm_chat_conversations`), but the last."""
+
+
+def lm_chat_conversations(
+    rng: np.random.Generator, n: int, short_answers: float = CHAT_SHORT_ANSWERS
+) -> list[list[dict[str, str]]]:
     """The tiny LM's chat tuning (answers scored, like a chat LLM's instruction tuning) about descriptions in context:
     ``short_answers`` short-answer questions (half with VQAv2's answer instruction), ``0.6 - short_answers`` pure
     letter look-ups, 3/10 lettered questions about a description, 1/10 the pretraining mix.
@@ -178,7 +184,7 @@ def build_tiny_lm(out: str | Path, spec: WorldSpec = WorldSpec()) -> dict:
     lm, lm_losses = pretrain_lm(tokenizer, corpus, spec.lm_steps, seed=spec.seed)
     chat_losses: list[float] = []
     for round_ in range(spec.lm_chat_rounds):
-        short = spec.lm_chat_final_short if round_ == spec.lm_chat_rounds - 1 else 0.3
+        short = spec.lm_chat_final_short if round_ == spec.lm_chat_rounds - 1 else CHAT_SHORT_ANSWERS
         log.info("tiny LM chat tuning, round %d/%d (short answers %.2f)", round_ + 1, spec.lm_chat_rounds, short)
         chat = lm_chat_conversations(np.random.default_rng(spec.seed + 3 + 100 * round_), spec.lm_chat, short)
         lm, losses = pretrain_lm(
