@@ -1,6 +1,17 @@
 """anymal-lit: any-modality augmented language models (AnyMAL) with PyTorch Lightning."""
 
+from typing import Any
+
 from anymal_lit.models import AnyMALModel, CausalLM
 
-__all__ = ["AnyMALModel", "CausalLM"]
+__all__ = ["AnyMALModel", "CausalLM", "chat", "load_model"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # `load_model` / `chat` pull in the data pipeline (and Lightning with it): imported on first use only
+    if name in ("load_model", "chat"):
+        from anymal_lit import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'anymal_lit' has no attribute {name!r}")

@@ -19,13 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
 
 from anymal_lit.data.datamodule import ConversationDataModule
+from anymal_lit.inference.model_config import absolute_paths
 from anymal_lit.stages.base import AnyMALStage
 
-KIT_COMMANDS = ("list", "toyworld", "tiny-lm", "demo", "convert", "consolidate")
+KIT_COMMANDS = ("list", "toyworld", "tiny-lm", "demo", "convert", "consolidate", "export")
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+"""Errors a user's input causes (bad file, bad record, bad option): one line and exit code 2 without ``--debug``."""
 
 
 class AnyMALCLI(LightningCLI):
@@ -42,6 +46,29 @@ class AnyMALCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # the stage's exports record the model as configured, so `load_model` can rebuild it without this YAML
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model = config.get("model.init_args.model")
+        if model is not None and hasattr(self.model, "model_config"):
+            self.model.model_config = absolute_paths(_as_dict(model))
+            data = config.get("data")
+            self.model.data_config = absolute_paths(_as_dict(data)) if data is not None else None
+
+
+def _as_dict(namespace: Any) -> dict[str, Any]:
+    """A parsed config node as plain JSON data (jsonargparse's ``__path__`` bookkeeping dropped)."""
+
+    def plain(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: plain(v) for k, v in node.items() if not k.startswith("__")}
+        if isinstance(node, (list, tuple)):
+            return [plain(v) for v in node]
+        return node if node is None or isinstance(node, (str, int, float, bool)) else str(node)
+
+    return plain(namespace.as_dict() if hasattr(namespace, "as_dict") else dict(namespace))
 
 
 def _kit_command(argv: list[str]) -> None:
@@ -80,12 +107,24 @@ def _kit_command(argv: list[str]) -> None:
     p_cons = sub.add_parser("consolidate", help="merge a sharded (FSDP) checkpoint folder into one torch.save file")
     p_cons.add_argument("checkpoint", help="the distributed checkpoint folder (e.g. checkpoints/last.ckpt/)")
     p_cons.add_argument("out", help="single-file checkpoint to write")
+    p_export = sub.add_parser(
+        "export", help="a trained model as one self-contained folder (LLM, tokenizer, encoders, projectors, card)"
+    )
+    p_export.add_argument("--from", dest="source", required=True, help="a stage export (checkpoints/export)")
+    p_export.add_argument("--out", required=True, help="the bundle folder to create")
+    p_export.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapters into the LLM's weights")
+    p_export.add_argument("--scorecard", help="scorecard.json for the model card (default: the nearest above --from)")
     args = parser.parse_args(argv)
     if args.command == "convert" and args.format not in ("audiocaps", "webdataset") and not args.images:
         parser.error(f"convert {args.format} needs --images")
     if args.command == "convert" and args.format == "webdataset" and not args.records:
         parser.error("convert webdataset needs --records")
-    if args.command == "consolidate":
+    if args.command == "export":
+        from anymal_lit.inference.bundle import export_bundle
+
+        out = export_bundle(args.source, args.out, merge_lora=args.merge_lora, scorecard=args.scorecard)
+        print(f"wrote {out}; chat with it: anymal-lit chat --model {out}")
+    elif args.command == "consolidate":
         from anymal_lit.strategies import consolidate
 
         print(f"wrote {consolidate(args.checkpoint, args.out)}")
@@ -153,6 +192,19 @@ def cache_features(args: list[str]) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        _run(args)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        command = args[0] if args else ""
+        print(f"anymal-lit {command}: error: {err} (--debug shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(args: list[str]) -> None:
     if args and args[0] == "cache-features":
         import logging
 
@@ -164,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         _kit_command(args)
     else:
-        AnyMALCLI(args=argv)
+        AnyMALCLI(args=args)
 
 
 if __name__ == "__main__":

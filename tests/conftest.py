@@ -69,3 +69,37 @@ def tiny_model(tiny_world: Path):
 
     torch.manual_seed(0)
     return build_model(tiny_world)
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600):
+    """``python -m anymal_lit.cli <args>`` in ``cwd``; fails the test with the command's output on a non-zero exit."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "anymal_lit.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained_exports(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) -> dict[str, Path]:
+    """Exports of a short SFT run (4 modalities, from fresh projectors) and of DPO after it, made by the real CLI on
+    the demo YAMLs with the kit's shipped tiny chat LM (it answers, where the few-step test LM says nothing);
+    ``workdir`` is the folder they ran in (``runs/toyworld`` links to the tiny world)."""
+    workdir = tmp_path_factory.mktemp("trained")
+    (workdir / "runs").mkdir()
+    (workdir / "runs" / "toyworld").symlink_to(tiny_world)
+    quick = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]",
+             "--model.init_args.warmup_steps", "1", "--model.init_args.model.init_args.llm.init_args.pretrained",
+             str(REPO / "anymal_lit" / "toyworld" / "assets" / "tiny-lm")]  # fmt: skip
+    sft = REPO / "experiments" / "demo" / "sft.yaml"
+    run_cli("fit", "-c", str(sft), *quick, "--model.init_args.init_from", "null", cwd=workdir)
+    (sft_export,) = (workdir / "runs" / "demo" / "sft").rglob("export/export.json")
+    dpo = REPO / "experiments" / "demo" / "dpo.yaml"
+    run_cli("fit", "-c", str(dpo), *quick, "--model.init_args.init_from", str(sft_export.parent), cwd=workdir)
+    (dpo_export,) = (workdir / "runs" / "demo" / "dpo").rglob("export/export.json")
+    return {"sft": sft_export.parent, "dpo": dpo_export.parent, "workdir": workdir}

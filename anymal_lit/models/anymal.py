@@ -22,6 +22,10 @@ ids) and ``media``: modality -> ``{"pieces": [P, ...], "counts": [items]}`` with
 row, in placeholder order; ``counts`` is the number of pieces of each item."""
 
 
+class ContextLengthError(ValueError):
+    """Rows longer than the LLM context after media expansion; names the records."""
+
+
 @dataclass
 class SplicedInputs:
     """LLM inputs after the placeholders were replaced by media tokens (all ``[B, L, ...]``)."""
@@ -196,7 +200,9 @@ class AnyMALModel(nn.Module):
     def _check_context(self, rows_e: list[torch.Tensor], batch: Batch, limit: int) -> None:
         too_long = [self._record_id(batch, r) for r, row in enumerate(rows_e) if row.shape[0] > limit]
         if too_long:
-            raise ValueError(f"records {too_long} exceed the LLM context ({limit} tokens) after media expansion")
+            raise ContextLengthError(
+                f"records {too_long} exceed the LLM context ({limit} tokens) after media expansion"
+            )
 
     def _neftune(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """NEFTune (Jain et al., 2023): uniform noise scaled by alpha / sqrt(L * d) on the text embeddings."""

@@ -78,6 +78,10 @@ class AnyMALStage(L.LightningModule):
             load_export(self.model, init_from)
         self.strict_loading = False  # checkpoints hold only trainable weights (checked in on_load_checkpoint)
         self._sharded = False
+        self.model_config: dict[str, Any] | None = None
+        """The model's ``class_path``/``init_args`` (set by the CLI); exports record it for ``load_model``."""
+        self.data_config: dict[str, Any] | None = None
+        """The data module's ``class_path``/``init_args`` (set by the CLI); exports record it for model cards."""
 
     def check_export(self, path: str, meta: dict[str, Any]) -> None:
         """Refuse an ``init_from`` export (``meta``: its ``export.json``) this stage cannot continue; shapes are
@@ -85,7 +89,12 @@ class AnyMALStage(L.LightningModule):
 
     def export_meta(self) -> dict[str, Any]:
         """What ``export.json`` records besides the tensors (the next stage's :meth:`check_export` reads it)."""
-        return {"stage": self.stage_name, "global_step": self.global_step, "modalities": self.model.modalities}
+        meta = {"stage": self.stage_name, "global_step": self.global_step, "modalities": self.model.modalities}
+        if self.model_config:
+            meta["model"] = self.model_config
+        if self.data_config:
+            meta["data"] = self.data_config
+        return meta
 
     @abstractmethod
     def configure_trainable(self) -> None:
@@ -171,8 +180,10 @@ class AnyMALStage(L.LightningModule):
         return Path(base) / "export"
 
     def write_export(self) -> None:
-        # under FSDP / ZeRO-3 every rank holds a shard: gather whole tensors on all ranks, rank 0 writes them
-        state = gathered_state({n: p for n, p in self.model.named_parameters() if p.requires_grad})
+        # under FSDP / ZeRO-3 every rank holds a shard: gather whole tensors on all ranks, rank 0 writes them. The
+        # projectors are written even where they are frozen (DPO), so every export holds a whole usable model
+        named = self.model.named_parameters()
+        state = gathered_state({n: p for n, p in named if p.requires_grad or n.startswith("projectors.")})
         if self.trainer.is_global_zero:
             folder = write_export(state, self.export_dir(), self.export_meta())
             rank_zero_info(f"exported trainable weights to {folder}")
