@@ -96,9 +96,10 @@ def test_predict_on_two_processes_writes_each_record_once_in_order(tiny_world, t
     proc = subprocess.run([*cmd, str(config), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     result = json.loads((tmp_path / "result.json").read_text())
-    for name, generated in (("sharded", len(records)), ("everyone", 2 * len(records))):
+    for name in ("sharded", "everyone"):
         run = result[name]
         assert run["world_size"] == 2
-        # "everyone": each process generated every record, so each arrived twice and was kept once
-        assert run["counts"] == {"generated": generated, "written": len(records), "skipped": 0}, name
+        assert run["counts"]["written"] == len(records) and run["counts"]["skipped"] == 0, name
         check_lines(Path(run["path"]), records)
+    # each process generated every record, so each arrived twice and was kept once
+    assert result["everyone"]["counts"]["generated"] == 2 * len(records)
