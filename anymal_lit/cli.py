@@ -4,7 +4,7 @@
 
     anymal-lit fit -c experiments/demo/align_image.yaml [-c conf/...yaml] [--trainer.max_steps 100]
     anymal-lit validate -c experiments/demo/align_image.yaml --ckpt_path runs/.../last.ckpt
-    anymal-lit predict -c experiments/demo/sft.yaml --ckpt_path runs/.../last.ckpt \
+    anymal-lit predict -c experiments/demo/align_image.yaml --ckpt_path runs/.../last.ckpt \
         --data.init_args.predict_file questions.jsonl [--predictions.path out.jsonl] [--predictions.max_new_tokens 64]
     anymal-lit list                      # encoders, projectors, stages, data modules, callbacks, presets
     anymal-lit toyworld --out runs/toyworld

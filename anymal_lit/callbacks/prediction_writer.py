@@ -71,7 +71,8 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         if not prediction:  # every record of the batch was skipped as bad
             return
-        # the dataset index each sample carries: the sampler's own indices are absent with a custom sampler
+        # the dataset index each kept sample carries: Lightning's `batch_indices` also list the samples the collator
+        # dropped as bad (skip_bad_records), so they would pair predictions with the wrong records
         indices = batch["index"].tolist()
         rows = self._rows.setdefault(dataloader_idx, [])
         rows.extend((i, str(p["id"]), p["prediction"]) for i, p in zip(indices, prediction))
