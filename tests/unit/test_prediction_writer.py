@@ -36,6 +36,7 @@ def test_writer_keeps_each_record_once_in_input_order_with_references(tmp_path):
         Record("r2", [user, {"role": "assistant", "content": "B"}], [], "f:3", {"options": {"A": "x"}, "answer": "B"}),
         Record("r3", [user, {"role": "assistant", "content": "blue"}], [], "f:4", {"prediction": "not this"}),
         Record("r4", [user, {"role": "assistant", "content": "a cat"}], [], "f:5", {"references": ["a cat"]}),
+        Record("r5", [user], [], "f:6", {}),  # its media failed to load: skipped by the collator, no line
     ]
     stage = AlignmentStage(EchoModel())
     writer = PredictionWriter(path=str(tmp_path / "out" / "p.jsonl"), max_new_tokens=5)
@@ -46,7 +47,8 @@ def test_writer_keeps_each_record_once_in_input_order_with_references(tmp_path):
         predict_dataloaders=SimpleNamespace(dataset=SimpleNamespace(records=records)),
     )
     writer.on_predict_start(trainer, stage)
-    # what two processes with a padding sampler produce: interleaved shards, record 0 repeated to even them out
+    # what two processes with a padding sampler produce: interleaved shards, record 0 repeated to even them out;
+    # the last batch held only records that failed to load (r5 and the repeated r0)
     for i, indices in enumerate(([4, 0], [1, 3], [2, 0], [])):
         b = batch(indices) if indices else {"skipped": 2}
         writer.write_on_batch_end(trainer, stage, stage.predict_step(b, i), None, b, i)
@@ -61,7 +63,7 @@ def test_writer_keeps_each_record_once_in_input_order_with_references(tmp_path):
     assert lines[3]["prediction"] == "reply-3"  # a record's own key never replaces what was generated
     assert lines[4]["references"] == ["a cat"]
     assert writer.written == tmp_path / "out" / "p.jsonl"
-    assert writer.counts == {"generated": 6, "written": 5, "skipped": 0}
+    assert writer.counts == {"generated": 6, "written": 5, "skipped": 1}
 
 
 def test_predict_generates_64_new_tokens_unless_told():
