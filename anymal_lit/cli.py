@@ -4,6 +4,8 @@
 
     anymal-lit fit -c experiments/demo/align_image.yaml [-c conf/...yaml] [--trainer.max_steps 100]
     anymal-lit validate -c experiments/demo/align_image.yaml --ckpt_path runs/.../last.ckpt
+    anymal-lit predict -c experiments/demo/align_image.yaml --ckpt_path runs/.../last.ckpt \
+        --data.init_args.predict_file questions.jsonl [--predictions.path out.jsonl] [--predictions.max_new_tokens 64]
     anymal-lit list                      # encoders, projectors, stages, data modules, callbacks, presets
     anymal-lit toyworld --out runs/toyworld
     anymal-lit tiny-lm --out anymal_lit/toyworld/assets/tiny-lm   # retrain the tiny LM the toy world ships
@@ -21,8 +23,9 @@ import json
 import sys
 from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from anymal_lit.callbacks.prediction_writer import PredictionWriter
 from anymal_lit.data.datamodule import ConversationDataModule
 from anymal_lit.inference.model_config import absolute_paths
 from anymal_lit.stages.base import AnyMALStage
@@ -46,6 +49,21 @@ class AnyMALCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        # `add_arguments_to_parser` cannot tell the subcommands apart: the writer's options belong to predict only
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.add_lightning_class_args(PredictionWriter, "predictions")
+        return parser
+
+    def after_predict(self) -> None:
+        # here, after the progress bar has closed, so the path is the last line
+        writer = self._get(self.config_init, "predictions")
+        if writer.written is not None:  # rank 0
+            counts = writer.counts
+            skipped = f" ({counts['skipped']} records skipped as bad)" if counts["skipped"] else ""
+            print(f"wrote {counts['written']} predictions to {writer.written}{skipped}", flush=True)
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()

@@ -1,6 +1,7 @@
-"""Lightning callbacks: generation-based evaluation and the scorecard."""
+"""Lightning callbacks: generation-based evaluation, the scorecard and the writer of ``anymal-lit predict``."""
 
 from anymal_lit.callbacks.caption_eval import CaptionEvalCallback, GenerationEvalCallback, read_coco_references
+from anymal_lit.callbacks.prediction_writer import PredictionWriter
 from anymal_lit.callbacks.preference_eval import PreferenceEvalCallback
 from anymal_lit.callbacks.qa_eval import ChoiceEvalCallback, QAEvalCallback
 from anymal_lit.callbacks.scorecard import update_scorecard
@@ -9,6 +10,7 @@ __all__ = [
     "CaptionEvalCallback",
     "ChoiceEvalCallback",
     "GenerationEvalCallback",
+    "PredictionWriter",
     "PreferenceEvalCallback",
     "QAEvalCallback",
     "read_coco_references",

@@ -218,7 +218,13 @@ class ConversationDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", shuffle=False, generation=True)
+        # on 2+ processes every rank gets the same number of batches (the last shard padded with repeats, which the
+        # prediction writer drops): generation under FSDP / ZeRO-3 is a collective on every step of every batch
+        sampler = None
+        if self.shard_count() is not None:
+            replicas, rank = self.shard_count()
+            sampler = lambda dataset: DistributedSampler(dataset, replicas, rank, shuffle=False)  # noqa: E731
+        return self._loader("predict", shuffle=False, generation=True, sampler=sampler)
 
 
 class ImageTextDataModule(ConversationDataModule):

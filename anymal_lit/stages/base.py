@@ -132,9 +132,16 @@ class AnyMALStage(L.LightningModule):
             loss = self.model(batch)["loss"]
             self.log("test/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
-        texts = self.model.generate(batch) if "input_ids" in batch else []
-        return [{"id": rid, "prediction": text} for rid, text in zip(batch.get("ids", []), texts)]
+    # longest reply ``predict_step`` generates; ``anymal-lit predict --predictions.max_new_tokens N`` changes it
+    predict_max_new_tokens: int = 64
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Greedy replies to the batch's prompts: ``[{"id", "index" (in the dataset), "prediction"}]``."""
+        if "input_ids" not in batch:  # every record of the batch was skipped as bad
+            return []
+        texts = self.model.generate(batch, max_new_tokens=self.predict_max_new_tokens)
+        rows = zip(batch["ids"], batch["index"].tolist(), texts)
+        return [{"id": rid, "index": index, "prediction": text} for rid, index, text in rows]
 
     # ---- optimisation ------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
