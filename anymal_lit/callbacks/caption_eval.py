@@ -94,8 +94,12 @@ class GenerationEvalCallback(L.Callback):
         loader = datamodule.dataloader(self.data, self.batch_size, generation=True)
         dataset = loader.dataset
         indices = list(range(len(dataset) if self.limit is None else min(self.limit, len(dataset))))
-        # each process takes every world_size-th record; the metric gathers them all before scoring
-        shard = Subset(dataset, indices[trainer.global_rank :: trainer.world_size])
+        # each process takes every world_size-th record; the metric gathers them all before scoring. Every share is
+        # padded to the same length (with a repeat the metric counts once): generation under FSDP / ZeRO-3 is a
+        # collective, so a rank with one batch fewer would leave the others waiting
+        mine = indices[trainer.global_rank :: trainer.world_size]
+        mine += indices[:1] * (-(-len(indices) // trainer.world_size) - len(mine))
+        shard = Subset(dataset, mine)
         return DataLoader(shard, batch_size=self.batch_size, collate_fn=loader.collate_fn, num_workers=0)
 
     @torch.no_grad()
