@@ -1,13 +1,30 @@
-"""Frozen-feature cache: same loss as live encoding, mixed batches, stale entries never used."""
+"""Frozen-feature cache: same loss as live encoding, mixed batches, stale or bad entries never used, media hashed
+once, a killed fill harmless."""
 
+import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import lightning.pytorch as L
 import pytest
 import torch
 
-from anymal_lit.data import ChatTokenizer, ConversationDataset, PaddingCollator, read_records
-from anymal_lit.data.feature_cache import CachedFeatures, FeatureCache, encoder_key
+from anymal_lit.data import (
+    ChatTokenizer,
+    ConversationDataset,
+    ImageTextDataModule,
+    PaddingCollator,
+    feature_cache,
+    read_records,
+)
+from anymal_lit.data.feature_cache import CachedFeatures, FeatureCache, content_hash, encoder_key, read_entry
 from anymal_lit.encoders import MediaError
+from anymal_lit.stages import AlignmentStage
+from tests.conftest import REPO, build_model
 
 
 def batch(model, records, processors):
@@ -60,3 +77,109 @@ def test_encoder_key_covers_every_encoder_kind(tiny_world):
         encoder_key(IMUEncoder(pretrained=str(tiny_world / "models/tiny-imu"))),
     }
     assert len(keys) == 2 and all(len(k) == 16 for k in keys)
+
+
+def test_bad_entries_are_encoded_live_with_a_warning_or_refused(tiny_model, tiny_world, tmp_path, caplog):
+    encoder = tiny_model.encoders["image"]
+    images = [str(tiny_world / f"images/val/00000{i}.png") for i in range(3)]
+    cache = FeatureCache(tmp_path / "cache")
+    cache.fill("image", encoder, images)
+    entry = {p: cache.folder("image", encoder) / f"{content_hash(p)}.safetensors" for p in images}
+    truncated, corrupt, good = images
+    data = entry[truncated].read_bytes()
+    entry[truncated].write_bytes(data[: len(data) // 2])  # as a killed writer used to leave it
+    data = bytearray(entry[corrupt].read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte in the features: same size, loads fine
+    entry[corrupt].write_bytes(bytes(data))
+    processor = cache.processor("image", encoder)
+    with caplog.at_level(logging.WARNING, logger="anymal_lit.data.feature_cache"):
+        for path in (truncated, corrupt):
+            assert torch.equal(processor(path), encoder.media_processor()(path))  # encoded live
+            assert str(entry[path]) in caplog.text and Path(path).name in caplog.text
+    assert isinstance(processor(good), CachedFeatures)
+    for path in (truncated, corrupt):
+        with pytest.raises(MediaError, match=f"cached features for .*{Path(path).name} are bad"):
+            cache.processor("image", encoder, require_hits=True)(path)
+    stats = cache.fill("image", encoder, images)  # the bad entries written again
+    assert (stats["encoded"], stats["repaired"], stats["hits"]) == (2, 2, 1)
+    assert all(isinstance(processor(p), CachedFeatures) for p in images)
+
+
+def test_media_is_hashed_once_per_file_not_per_sample(tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setattr(feature_cache, "RACY_SECONDS", 0.0)  # the files below were written just now
+    reads = []
+    real = feature_cache.hash_media
+    monkeypatch.setattr(feature_cache, "hash_media", lambda path: reads.append(path) or real(path))
+    image, frames = tmp_path / "a.png", tmp_path / "frames"
+    shutil.copy(tiny_world / "images/val/000000.png", image)
+    shutil.copytree(next(p for p in (tiny_world / "video/train").iterdir() if p.is_dir()), frames)
+    first = {p: content_hash(str(p)) for p in (image, frames)}
+    for _ in range(5):  # five epochs
+        assert {p: content_hash(str(p)) for p in (image, frames)} == first
+    assert sorted(reads) == sorted([str(image), str(frames)])
+    replacement = tmp_path / "b.png"
+    shutil.copy(tiny_world / "images/val/000001.png", replacement)
+    os.replace(replacement, image)  # another file under the same name: hashed again
+    assert content_hash(str(image)) != first[image] and len(reads) == 3
+    monkeypatch.setattr(feature_cache, "RACY_SECONDS", 2.0)
+    shutil.copy(tiny_world / "images/val/000002.png", image)  # changed just now: not memoised
+    content_hash(str(image)), content_hash(str(image))
+    assert len(reads) == 5
+
+
+KILLED_FILL = """
+import os, signal, sys
+from pathlib import Path
+import anymal_lit.data.feature_cache as fc
+from anymal_lit.data import read_records
+from tests.conftest import build_model
+
+world, cache = Path(sys.argv[1]), sys.argv[2]
+real, calls = fc.save_file, []
+
+def save_and_die_on_the_third(tensors, filename, metadata=None):
+    calls.append(filename)
+    real(tensors, filename, metadata=metadata)
+    if len(calls) == 3:  # killed halfway through writing the third entry
+        os.truncate(filename, os.path.getsize(filename) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+fc.save_file = save_and_die_on_the_third
+records = read_records(world / "image_caption_train.jsonl", {"image": "<image>"})
+fc.FeatureCache(cache).fill("image", build_model(world).encoders["image"], [p for r in records for _, p in r.media])
+"""
+
+
+def train_losses(world, tmp_path, cache, steps=4) -> list[float]:
+    torch.manual_seed(0)
+    stage = AlignmentStage(build_model(world), lr=1e-2, warmup_steps=1)
+    dm = ImageTextDataModule(train_file=str(world / "image_caption_train.jsonl"), batch_size=4, feature_cache=cache)
+    losses = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            losses.append(outputs["loss"].item())
+
+    trainer = L.Trainer(max_steps=steps, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, callbacks=[Record()])  # fmt: skip
+    trainer.fit(stage, dm)
+    return losses
+
+
+@pytest.mark.integration
+def test_killed_cache_fill_then_training_equals_a_clean_cache(tiny_world, tmp_path):
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", KILLED_FILL, str(tiny_world), str(killed)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    (folder,) = killed.iterdir()
+    assert len(list(folder.glob("*.safetensors"))) == 2  # the third never got an entry's name
+    assert all(read_entry(f).ndim == 3 for f in folder.glob("*.safetensors"))
+    clean = tmp_path / "clean"
+    records = read_records(tiny_world / "image_caption_train.jsonl", {"image": "<image>"})
+    FeatureCache(clean).fill(
+        "image", build_model(tiny_world).encoders["image"], [p for r in records for _, p in r.media]
+    )
+    after_kill = train_losses(tiny_world, tmp_path / "a", str(killed))
+    assert after_kill == pytest.approx(train_losses(tiny_world, tmp_path / "b", str(clean)), abs=1e-5)
