@@ -27,8 +27,11 @@ from PIL import Image
 from anymal_lit import AnyMALModel, CausalLM
 from anymal_lit.data import (
     AudioTextDataModule,
+    ChatTokenizer,
     ConversationDataModule,
+    ConversationDataset,
     ImageTextDataModule,
+    MixtureDataModule,
     RecordError,
     read_records,
 )
@@ -530,6 +533,34 @@ def test_decompression_bomb_is_an_error(model, tmp_path, monkeypatch):
     Image.new("RGB", (64, 64)).save(tmp_path / "big.png")
     with pytest.raises(MediaError, match="too large to decode safely: .*big.png"):
         model.encoders["image"].media_processor()(str(tmp_path / "big.png"))
+
+
+def test_an_unforeseen_loader_failure_still_names_the_record_and_file(model, good_media, tmp_path):
+    def broken_decoder(path: str) -> torch.Tensor:
+        raise ZeroDivisionError("inside a decoder")
+
+    path = write_case(Case("x", lambda folder: record("<image>", image="good.png"), None), tmp_path, good_media)
+    records = read_records(path, {m: f"<{m}>" for m in GOOD})
+    chat = ChatTokenizer(model.llm.tokenizer)
+    with pytest.raises(RecordError, match=r"record 'good-image' .* image file cannot be loaded: .*good.png \(ZeroDiv"):
+        ConversationDataset(records, chat, {"image": broken_decoder})[0]
+    assert ConversationDataset(records, chat, {"image": broken_decoder}, skip_bad_records=True)[0] is None
+
+
+def test_a_mixture_checks_each_dataset_against_its_own_modalities(model, good_media, tmp_path):
+    path = write_case(next(c for c in CASES if c.id == "audio-in-image-module"), tmp_path, good_media)
+    tokenizer = model.llm.tokenizer
+    placeholders = {m: tokenizer.convert_ids_to_tokens(i) for m, i in model.llm.placeholder_ids.items()}
+    for skip in (False, True):
+        image = ImageTextDataModule(train_file=str(path), skip_bad_records=skip)
+        mixture = MixtureDataModule({"image": image}, batch_size=4)
+        mixture.bind(tokenizer, model.media_processors(), placeholders)
+        if not skip:
+            with pytest.raises(RecordError, match=r"record 'bad' .*holds audio .* reads only image"):
+                mixture.train_dataloader()
+        else:
+            assert {i for b in mixture.train_dataloader() for i in b.get("ids", [])} == {"good-image"}
+            assert len(image.skipped_records[str(path)]) == 1
 
 
 def test_matrix_covers_every_modality_and_the_record_format():
