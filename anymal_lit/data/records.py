@@ -189,7 +189,7 @@ def parse_record(
         if count != len(paths):
             raise RecordError(f"{where}: {count} {token} placeholder(s) but {len(paths)} {modality} item(s)")
         media += [(modality, _resolve(p, modality, base_dir, allow_media_outside_root, where)) for p in paths]
-        positions[modality] = [i for i in range(len(text)) if text.startswith(token, i)]
+        positions[modality] = [match.start() for match in re.finditer(re.escape(token), text)]
     # order the items as their placeholders appear in the text
     order = sorted(range(len(media)), key=lambda i: positions[media[i][0]][_rank(media, i)])
     extra = {k: v for k, v in raw.items() if k not in (*MESSAGE_KEYS, "id", *known)}
