@@ -20,7 +20,8 @@ from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
 
 
 class ConversationDataModule(L.LightningDataModule):
-    """Train/val/test/predict JSONL files of conversations with media (format: ``anymal_lit.data.records``).
+    """Train/val/test/predict files of conversations with media: JSONL or a JSON array of records (LLaVA's
+    ``llava_v1_5_mix665k.json``); format: ``anymal_lit.data.records``.
 
     The tokenizer, placeholder tokens and media loaders come from the model by default: the stage calls
     :meth:`bind` in its ``setup``, so data and model can never disagree on them. Pass ``tokenizer`` to use the data
