@@ -28,8 +28,9 @@ class ConversationDataset(Dataset):
         chat: Tokenizer wrapper.
         processors: Modality -> media file loader (from the model's encoders).
         generation: Build generation prompts (no response, no labels) instead of training examples.
-        skip_bad_records: Return ``None`` (dropped by the collator, logged) for media that fail to load instead
-            of raising.
+        skip_bad_records: Return ``None`` (dropped by the collator, counted in ``batch["skipped"]``, logged) for
+            records whose media fail to load, instead of raising. Any exception of a media loader counts as a bad
+            file (its message names the record and file; in strict mode the original error is chained).
     """
 
     def __init__(
@@ -72,6 +73,10 @@ def load_sample(
                 media.append((modality, processors[modality](path)))
             except MediaError as err:
                 raise RecordError(f"{record.where()}: {err}") from None
+            except Exception as err:  # a decoder failing in a way its loader did not foresee: still name the record
+                raise RecordError(
+                    f"{record.where()}: {modality} file cannot be loaded: {path} ({type(err).__name__}: {err})"
+                ) from err
         if generation:
             input_ids, labels = chat.generation_prompt(record), None
         else:

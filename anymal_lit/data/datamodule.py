@@ -20,7 +20,8 @@ from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
 
 
 class ConversationDataModule(L.LightningDataModule):
-    """Train/val/test/predict JSONL files of conversations with media (format: ``anymal_lit.data.records``).
+    """Train/val/test/predict files of conversations with media: JSONL or a JSON array of records (LLaVA's
+    ``llava_v1_5_mix665k.json``); format: ``anymal_lit.data.records``.
 
     The tokenizer, placeholder tokens and media loaders come from the model by default: the stage calls
     :meth:`bind` in its ``setup``, so data and model can never disagree on them. Pass ``tokenizer`` to use the data
@@ -35,9 +36,12 @@ class ConversationDataModule(L.LightningDataModule):
         eval_batch_size: Samples per batch in val/test/predict and generation (default: ``batch_size``).
         num_workers: Data-loader worker processes.
         max_length: Longest text (tokens, before media expansion); longer records raise an error naming them.
-        skip_bad_records: Skip (and count in the log) records that fail validation or whose media fail to load,
-            instead of stopping with an error.
-        media_root: Folder media paths are relative to (default: each JSONL file's folder).
+        skip_bad_records: Skip (and count: in the log, ``skipped_records`` and the batches' ``skipped``) records
+            that fail validation or whose media fail to load, instead of stopping with an error.
+        media_root: Folder media paths are relative to (default: each data file's folder).
+        allow_media_outside_root: Accept relative media paths that climb out of that folder with ``..`` (by default
+            such a record is an error: usually a file written for another folder layout). Absolute paths are always
+            read as given.
         tokenizer: Tokenizer name or folder, when not bound to a model.
         feature_cache: Folder of frozen-encoder features written by ``anymal-lit cache-features``; cached media are
             read from it instead of being loaded and encoded (files not in it are encoded live).
@@ -68,8 +72,10 @@ class ConversationDataModule(L.LightningDataModule):
         require_cached_features: bool = False,
         group_by_length: bool = False,
         media_tokens: dict[str, int] | None = None,
+        allow_media_outside_root: bool = False,
     ) -> None:
         super().__init__()
+        self.allow_media_outside_root = allow_media_outside_root
         self.group_by_length = group_by_length
         self.media_tokens = media_tokens or {}
         self.files = {"train": train_file, "val": val_file, "test": test_file, "predict": predict_file}
@@ -85,6 +91,8 @@ class ConversationDataModule(L.LightningDataModule):
         self.processors: dict[str, MediaProcessor] = {}
         self.placeholders = dict(DEFAULT_PLACEHOLDERS)
         self._records: dict[str, list[Record]] = {}
+        self.skipped_records: dict[str, list[str]] = {}
+        """Data file -> messages of the records skipped when it was validated (``skip_bad_records``)."""
 
     def bind(
         self,
@@ -103,15 +111,19 @@ class ConversationDataModule(L.LightningDataModule):
         if self.modalities is not None:
             processors = {m: p for m, p in processors.items() if m in self.modalities}
         self.tokenizer, self.processors = tokenizer, processors
-        self.placeholders = {m: t for m, t in placeholders.items() if self.modalities is None or m in self.modalities}
+        # every placeholder the model knows, not only this module's: records are validated against all of them, so
+        # an <audio> in an image dataset is a (skippable) record error instead of a crash inside the model
+        self.placeholders = dict(placeholders)
 
     def records(self, path: str, require_response: bool = True) -> list[Record]:
-        """Parsed and validated records of a JSONL file (cached)."""
+        """Parsed and validated records of a JSONL or JSON array file (cached); only this module's ``modalities``."""
         key = f"{path}|{require_response}"
         if key not in self._records:
+            self.skipped_records[path] = []
             self._records[key] = read_records(
-                path, self.placeholders, self.media_root, self.skip_bad_records, require_response
-            )
+                path, self.placeholders, self.media_root, self.skip_bad_records, require_response,
+                self.modalities, self.allow_media_outside_root, self.skipped_records[path],
+            )  # fmt: skip
         return self._records[key]
 
     def chat_tokenizer(self) -> ChatTokenizer:

@@ -1,4 +1,4 @@
-"""Audio: WAV/FLAC loading (soundfile + scipy, no torchaudio), fixed-length pieces, and the CLAP audio tower."""
+"""Audio: WAV/FLAC/OGG/MP3 loading (soundfile + scipy, no torchaudio), fixed-length pieces, and the CLAP audio tower."""
 
 from __future__ import annotations
 
@@ -27,8 +27,11 @@ def load_audio(path: str, sample_rate: int) -> np.ndarray:
         raise MediaError(f"audio file not found: {path}")
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)  # [T, C]
-    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-        raise MediaError(f"audio file cannot be decoded: {path} ({err})") from None
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as err:
+        raise MediaError(
+            f"audio file cannot be decoded: {path} ({err}; soundfile reads WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF: "
+            "convert others, e.g. `ffmpeg -i in.m4a out.flac`)"
+        ) from None
     if data.shape[0] == 0:
         raise MediaError(f"audio file is empty (0 samples): {path}")
     if not np.isfinite(data).all():
@@ -46,7 +49,8 @@ class AudioProcessor:
     """Load a sound file and turn each ``piece_seconds`` piece into CLAP log-mel features ``[P, 1, frames, mels]``.
 
     Long clips become several pieces, each encoded and projected on its own and their tokens concatenated (paper
-    eq. 3-4); at most ``max_pieces`` pieces are kept (logged).
+    eq. 3-4); at most ``max_pieces`` pieces are kept (logged). A clip shorter than one STFT window of the feature
+    extractor is an error; silence is a valid sound.
     """
 
     feature_extractor: ClapFeatureExtractor
@@ -56,6 +60,12 @@ class AudioProcessor:
     def __call__(self, path: str) -> torch.Tensor:
         rate = self.feature_extractor.sampling_rate
         wave = load_audio(path, rate)
+        window = self.feature_extractor.fft_window_size
+        if len(wave) < window:  # repeat-padding a few samples would feed the encoder a buzz, not the sound
+            raise MediaError(
+                f"audio is too short: {len(wave)} samples at {rate} Hz, under one {window}-sample analysis window: "
+                f"{path}"
+            )
         pieces = split_pieces(wave[None], round(self.piece_seconds * rate), self.max_pieces, path)[:, 0]
         return self.features(pieces)
 

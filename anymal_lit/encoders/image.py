@@ -11,9 +11,54 @@ from typing import Any
 import numpy as np
 import open_clip
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from anymal_lit.encoders.base import MediaError, ModalityEncoder
+
+MAX_ASPECT_RATIO = 200
+"""Longest side / shortest side an image may have (Qwen2-VL's limit): a 1-pixel-high strip stretched to a square
+tile is no picture an encoder was trained on."""
+
+
+def load_image(path: str) -> Image.Image:
+    """Read an image file as an upright 8-bit RGB picture.
+
+    Accepted and converted: EXIF orientation is applied (a phone photo comes out upright), CMYK / palette /
+    grayscale / 1-bit become RGB, 16-bit grayscale is scaled to 8 bits (Pillow's own conversion would clip it to
+    white), transparency is composited on white. Raises :class:`MediaError` naming the file when it is missing,
+    truncated, not an image (e.g. an HTML error page saved as .jpg), a floating-point image (no defined brightness
+    range), too large for Pillow's decompression-bomb guard, or more than :data:`MAX_ASPECT_RATIO` : 1.
+    """
+    try:
+        with Image.open(path) as img:
+            img = rgb(ImageOps.exif_transpose(img), path)
+    except FileNotFoundError:
+        raise MediaError(f"image file not found: {path}") from None
+    except Image.DecompressionBombError as err:
+        raise MediaError(f"image file is too large to decode safely: {path} ({err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, MediaError):
+            raise
+        raise MediaError(f"image file cannot be decoded: {path} ({err})") from None
+    if min(img.size) == 0:
+        raise MediaError(f"image file is empty: {path}")
+    if max(img.size) > MAX_ASPECT_RATIO * min(img.size):
+        raise MediaError(f"image is {img.width}x{img.height}, over {MAX_ASPECT_RATIO}:1: {path}")
+    return img
+
+
+def rgb(img: Image.Image, path: str) -> Image.Image:
+    """Any Pillow mode -> RGB with its intended brightness (see :func:`load_image`)."""
+    if img.mode == "F":
+        raise MediaError(f"image file holds floating-point pixels (no defined brightness range): {path}")
+    if img.mode.startswith("I"):  # I;16, I;16B, I (Pillow opens 16-bit PNG/TIFF so): 16-bit range to 8 bits
+        pixels = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray((np.clip(pixels, 0, 65535) / 257.0).round().astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -31,16 +76,7 @@ class ImageProcessor:
     max_grid: int = 1
 
     def __call__(self, path: str) -> torch.Tensor:
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-        except FileNotFoundError:
-            raise MediaError(f"image file not found: {path}") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise MediaError(f"image file cannot be decoded: {path} ({err})") from None
-        if img.width == 0 or img.height == 0:
-            raise MediaError(f"image file is empty: {path}")
-        return self.tiles(img)
+        return self.tiles(load_image(path))
 
     def grid_size(self, width: int, height: int) -> int:
         """Tiles per side: the next multiple of the resolution covering the longer side, capped at max_grid."""

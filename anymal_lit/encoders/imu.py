@@ -26,6 +26,8 @@ from anymal_lit.encoders.signal import resample, split_pieces
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "imu_encoder.json"
+RATE_RANGE = (1.0, 10_000.0)
+"""Sample rates (Hz) a timestamp column may give: IMUs log at ~10-2000 Hz."""
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -34,8 +36,8 @@ def load_imu(path: str, channels: int, default_rate: float | None) -> tuple[np.n
 
     Formats: CSV (optional header row) or NPY ``[T, columns]``. ``channels`` columns (accelerometer x/y/z then
     gyroscope x/y/z) are read at ``default_rate``; one more leading column is a timestamp in seconds, from which the
-    rate is measured. Raises :class:`MediaError` naming the file for anything else (wrong column count, NaN/inf,
-    no samples, non-increasing timestamps).
+    rate is measured. Raises :class:`MediaError` naming the file for anything else (wrong column count, ragged or
+    non-numeric rows, NaN/inf, fewer than 2 samples, non-increasing timestamps or timestamps that are not seconds).
     """
     suffix = Path(path).suffix.lower()
     try:
@@ -45,11 +47,13 @@ def load_imu(path: str, channels: int, default_rate: float | None) -> tuple[np.n
             data = _read_csv(path)
         else:
             raise MediaError(f"IMU file must be .csv or .npy: {path}")
+        data = np.asarray(data, dtype=np.float64)
     except FileNotFoundError:
         raise MediaError(f"IMU file not found: {path}") from None
-    except (ValueError, OSError) as err:
+    except MediaError:
+        raise
+    except (ValueError, TypeError, OSError, EOFError) as err:
         raise MediaError(f"IMU file cannot be read: {path} ({err})") from None
-    data = np.asarray(data, dtype=np.float64)
     if data.ndim != 2 or data.shape[0] == 0:
         raise MediaError(f"IMU file holds no samples (shape {data.shape}, expected [T, columns]): {path}")
     if data.shape[1] not in (channels, channels + 1):
@@ -66,10 +70,17 @@ def load_imu(path: str, channels: int, default_rate: float | None) -> tuple[np.n
         if len(steps) == 0 or (steps <= 0).any():
             raise MediaError(f"IMU timestamps must increase and need >= 2 samples: {path}")
         rate = 1.0 / float(np.median(steps))
+        if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:  # milli- or nanosecond stamps would be resampled 1000x
+            raise MediaError(
+                f"IMU timestamps give {rate:.3g} Hz, outside {RATE_RANGE[0]:g}-{RATE_RANGE[1]:g} Hz: the first column "
+                f"must be seconds: {path}"
+            )
     elif default_rate is None:
         raise MediaError(f"IMU file has no timestamp column and no sample rate is configured: {path}")
     else:
         rate = default_rate
+    if data.shape[0] < 2:
+        raise MediaError(f"IMU trace has a single sample (a motion needs >= 2): {path}")
     return data.T.astype(np.float32), rate
 
 
@@ -81,7 +92,13 @@ def _read_csv(path: str) -> np.ndarray:
     widths = {len(row) for row in rows}
     if len(widths) > 1:
         raise ValueError(f"rows have different numbers of columns {sorted(widths)}")
-    return np.array([[float(v) for v in row] for row in rows]) if rows else np.zeros((0, 0))
+    values = []
+    for i, row in enumerate(rows):
+        try:
+            values.append([float(v) for v in row])
+        except ValueError as err:
+            raise ValueError(f"data row {i + 1}: {err}") from None
+    return np.array(values) if rows else np.zeros((0, 0))
 
 
 def _is_number(text: str) -> bool:
