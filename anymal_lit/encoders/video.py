@@ -17,10 +17,10 @@ from typing import Any
 import av
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from anymal_lit.encoders.base import MediaError, ModalityEncoder
-from anymal_lit.encoders.image import ImageProcessor, OpenCLIPImageEncoder
+from anymal_lit.encoders.image import ImageProcessor, OpenCLIPImageEncoder, load_image
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,8 @@ def decode_frames(path: str, folder_fps: float) -> tuple[list[Image.Image], list
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in FRAME_SUFFIXES)
-        frames = []
-        for f in files:
-            try:
-                with Image.open(f) as img:
-                    frames.append(img.convert("RGB"))
-            except (UnidentifiedImageError, OSError) as err:
-                raise MediaError(f"video frame cannot be decoded: {f} ({err})") from None
+        # the image loader's rules (EXIF orientation, 16-bit, transparency, named errors) for every frame
+        frames = [load_image(str(f)) for f in files]
         times = [i / folder_fps for i in range(len(frames))]
     elif not p.exists():
         raise MediaError(f"video file not found: {path}")
