@@ -6,7 +6,6 @@ import copy
 import hashlib
 import json
 import os
-from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,9 +32,9 @@ CHECKPOINT_KEY = "dpo_reference_logps"
 class DPOReference(nn.Module):
     """The reference model's summed log-probs of each pair's chosen and rejected response."""
 
-    @abstractmethod
     def logps(self, stage: DPOStage, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(chosen, rejected)`` reference log-probs of the batch's ``num_pairs`` pairs, from ``split``'s data."""
+        raise NotImplementedError
 
     def prepare(self, stage: DPOStage) -> None:
         """Called when fitting starts, before the first training step (the policy still equals the reference)."""
