@@ -9,7 +9,10 @@ One JSON object per line, the conversation without its final answer plus the two
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +36,25 @@ def check_preference(record: Record) -> None:
         raise RecordError(f"{record.where()}: the conversation must end before the response (given as chosen/rejected)")
 
 
+def pair_hash(record: Record) -> str:
+    """A short hash of what a pair's log-probs depend on: the prompt turns, both responses and the media paths
+    (relative to the JSONL file's folder, so a data folder moved whole keeps its hashes). DPO's precomputed
+    reference keys its entries by it, so a record id reused with other content never picks up another pair's values.
+    """
+    folder = os.path.dirname(record.source.rpartition(":")[0]) or "."
+    media = [(modality, os.path.relpath(path, folder)) for modality, path in record.media]
+    content = [record.messages, record.extra.get("chosen"), record.extra.get("rejected"), media]
+    return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
 def with_response(record: Record, response: str) -> Record:
     messages = [*record.messages, {"role": "assistant", "content": response}]
     return Record(record.id, messages, record.media, record.source, record.extra)
 
 
 class PreferenceDataset(ConversationDataset):
-    """Each item is ``(chosen_sample, rejected_sample)``: the same prompt and media with either response."""
+    """Each item is ``(chosen_sample, rejected_sample)``: the same prompt and media with either response; the chosen
+    sample carries the pair's :func:`pair_hash` (``pair_hash``)."""
 
     def __getitem__(self, index: int) -> tuple[Sample, Sample] | None:
         record = self.records[index]
@@ -59,12 +74,14 @@ class PreferenceDataset(ConversationDataset):
             if sample is None:
                 return None
             pair.append(sample)
+        pair[0]["pair_hash"] = pair_hash(record)
         return pair[0], pair[1]
 
 
 @dataclass
 class PreferenceCollator:
-    """Collates pairs into one padded batch: rows ``[:n]`` are the chosen responses, rows ``[n:]`` the rejected."""
+    """Collates pairs into one padded batch: rows ``[:n]`` are the chosen responses, rows ``[n:]`` the rejected;
+    ``pair_hashes`` holds the ``n`` pairs' :func:`pair_hash`."""
 
     pad_token_id: int
 
@@ -74,6 +91,7 @@ class PreferenceCollator:
             return {"skipped": len(pairs)}
         batch = PaddingCollator(self.pad_token_id)([c for c, _ in kept] + [r for _, r in kept])
         batch["num_pairs"] = len(kept)
+        batch["pair_hashes"] = [c["pair_hash"] for c, _ in kept]
         batch["skipped"] = len(pairs) - len(kept)
         return batch
 

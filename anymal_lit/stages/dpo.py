@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import copy
-import json
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from anymal_lit.losses import dpo_loss, sequence_logps
 from anymal_lit.models.anymal import AnyMALModel
-from anymal_lit.models.lora import REFERENCE_ADAPTER, add_reference_adapter
+from anymal_lit.models.lora import REFERENCE_ADAPTER
+from anymal_lit.stages.dpo_reference import (
+    CHECKPOINT_KEY,
+    DPOReference,
+    FrozenAdapterReference,
+    PrecomputedReference,
+)
 from anymal_lit.stages.sft import SFTStage
 
 REFERENCE_MODES = ("adapter", "precomputed")
@@ -23,12 +24,14 @@ class DPOStage(SFTStage):
     """Conservative DPO (AnyMAL section 3.3): the policy is the SFT model with its LoRA adapters still training; the
     reference is the SFT model frozen (base + SFT LoRA, *not* ``disable_adapter()``, which would be the base LLM).
 
-    Two ways to get the reference log-probs:
+    Two ways to get the reference log-probs (``anymal_lit.stages.dpo_reference``):
 
     * ``reference="adapter"``: a frozen copy of the SFT adapter (and of the projectors, if they train) lives beside
       the policy's on the same frozen base model; one extra no-grad forward per step, no second LLM in memory.
-    * ``reference="precomputed"``: one pass over the training set before the first step computes them (policy ==
-      reference then) and stores them in ``reference_logps.json`` in the export folder; training then needs no
+    * ``reference="precomputed"``: one pass over every split of the data (train, val, test) before the first step
+      computes them (policy == reference then), keyed by split, record id and a hash of the pair's content. The
+      table is stored in ``reference_logps.json`` in the export folder (read back instead of recomputed when it
+      matches the data and ``init_from``) and in every checkpoint (a resumed run uses it); training then needs no
       reference forward at all.
 
     Loss per pair (``anymal_lit.losses.dpo_loss``): ``-(1-eps) log sigma(beta h) - eps log sigma(-beta h)``, with
@@ -82,13 +85,12 @@ class DPOStage(SFTStage):
         )  # fmt: skip
         self.beta, self.label_smoothing, self.reference = beta, label_smoothing, reference
         self.final_lr_ratio = final_lr_ratio
-        self.reference_logps: dict[str, tuple[float, float]] = {}
-        self.reference_projectors = None
-        if reference == "adapter":
-            add_reference_adapter(self.model.llm)
-            if train_projectors:
-                self.reference_projectors = copy.deepcopy(self.model.projectors).requires_grad_(False)
-            self.configure_trainable()
+        self.reference_model: DPOReference = (
+            FrozenAdapterReference(self.model, copy_projectors=train_projectors)
+            if reference == "adapter"
+            else PrecomputedReference(init_from)
+        )
+        self.configure_trainable()  # the reference adapter, if any, stays frozen
 
     def lr_multiplier(self, step: int, total_steps: int) -> float:
         warmup, final = self.hparams.warmup_steps, self.final_lr_ratio
@@ -102,40 +104,25 @@ class DPOStage(SFTStage):
             if f".{REFERENCE_ADAPTER}." in name:
                 param.requires_grad_(False)
 
-    @contextmanager
-    def _as_reference(self):
-        """Swap in the reference adapter (and projectors) for a no-grad forward."""
-        peft_model = self.model.llm.model
-        policy_projectors = self.model.projectors
-        peft_model.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
-        if self.reference_projectors is not None:
-            self.model.projectors = self.reference_projectors
-        try:
-            yield
-        finally:
-            self.model.projectors = policy_projectors
-            peft_model.set_adapter("default")
-            self.configure_trainable()
-
     def _logps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(batch, pack=False)  # per-row sequence log-probs
         logps = sequence_logps(out["logits"], out["labels"])
         n = batch["num_pairs"]
         return logps[:n], logps[n:]
 
-    def _reference_logps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.reference == "precomputed":
-            pairs = [self.reference_logps[str(i)] for i in batch["ids"][: batch["num_pairs"]]]
-            ref = torch.tensor(pairs, device=self.device, dtype=torch.float32)
-            return ref[:, 0], ref[:, 1]
-        with torch.no_grad(), self._as_reference():
-            return self._logps(batch)
+    def _reference_logps(self, batch: dict[str, Any], split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        return self.reference_model.logps(self, batch, split)
+
+    @property
+    def reference_logps(self) -> dict[str, Any]:
+        """The precomputed table (keys: ``split/id/content hash``); empty with ``reference="adapter"``."""
+        return getattr(self.reference_model, "table", {})
 
     def _dpo_step(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
         if "input_ids" not in batch:
             return None
         policy_c, policy_r = self._logps(batch)
-        ref_c, ref_r = self._reference_logps(batch)
+        ref_c, ref_r = self._reference_logps(batch, split)
         losses, reward_c, reward_r = dpo_loss(policy_c, policy_r, ref_c, ref_r, self.beta, self.label_smoothing)
         loss = losses.mean()
         n = batch["num_pairs"]
@@ -158,32 +145,16 @@ class DPOStage(SFTStage):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._dpo_step(batch, "test")
 
-    # ---- precomputed reference ---------------------------------------------------------------------------------
+    # ---- reference -------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        if self.reference == "precomputed" and not self.reference_logps:
-            self.reference_logps = self.precompute_reference_logps()
+        self.reference_model.prepare(self)
 
-    @torch.no_grad()
-    def precompute_reference_logps(self) -> dict[str, tuple[float, float]]:
-        """One pass over the training set with the initial (= reference) weights; gathered from every process."""
-        was_training = self.training
-        self.eval()
-        loader = self.trainer.datamodule.train_dataloader()
-        table: dict[str, tuple[float, float]] = {}
-        for batch in loader:
-            if "input_ids" not in batch:
-                continue
-            batch = self.transfer_batch_to_device(batch, self.device, 0)
-            chosen, rejected = self._logps(batch)
-            for rid, c, r in zip(batch["ids"][: batch["num_pairs"]], chosen.tolist(), rejected.tolist()):
-                table[str(rid)] = (c, r)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, table)
-            table = {k: v for part in parts for k, v in part.items()}
-        self.train(was_training)
-        if self.trainer.is_global_zero:
-            path = Path(self.export_dir()) / "reference_logps.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(table))
-        return table
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state = self.reference_model.checkpoint_state()
+        if state is not None:
+            checkpoint[CHECKPOINT_KEY] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.reference_model.load_checkpoint_state(checkpoint.get(CHECKPOINT_KEY))
