@@ -4,7 +4,8 @@
 
 Loads the stage export (the model as training left it), writes two bundles from it (`anymal-lit export`, LoRA
 beside the base and LoRA merged), copies each to another folder, loads it from there and generates greedily for
-100 toy-world records (50 VQA questions, 50 captions: image, audio, video, IMU). Counts the records whose generated
+100 toy-world records (VQA questions, captions of image, audio, video and IMU, interleaved image + IMU
+questions, MMBench items). Counts the records whose generated
 token ids are identical to the export's and writes runs/bench/bundle_parity.json. Needs `make demo` (or any export
 of a model trained on the toy world).
 """
@@ -27,12 +28,14 @@ from anymal_lit.inference import load_model  # noqa: E402
 from anymal_lit.inference.bundle import export_bundle  # noqa: E402
 from anymal_lit.inference.chat import placeholders  # noqa: E402
 
-SETS = (("image_vqa_val.jsonl", 50), ("image_caption_val.jsonl", 14), ("audio_caption_val.jsonl", 12),
-        ("video_caption_val.jsonl", 12), ("imu_caption_val.jsonl", 12))  # fmt: skip
+SETS = (("image_vqa_val.jsonl", 40), ("image_caption_val.jsonl", 12), ("audio_caption_val.jsonl", 12),
+        ("video_caption_val.jsonl", 12), ("imu_caption_val.jsonl", 12), ("interleaved_val.jsonl", 12),
+        ("image_mmbench_val.jsonl", 100))  # fmt: skip
+"""(file, most records taken from it), in order, until ``--records`` are reached (smaller worlds have fewer)."""
 
 
 @torch.no_grad()
-def generated_ids(model, world: Path, max_new_tokens: int) -> dict[str, list[int]]:
+def generated_ids(model, world: Path, max_new_tokens: int, records: int = 100) -> dict[str, list[int]]:
     """Record id -> greedy token ids, batched as the evaluation callbacks batch (left padding, batch 8)."""
     data = ConversationDataModule()
     data.bind(model.llm.tokenizer, model.media_processors(), placeholders(model))
@@ -49,9 +52,11 @@ def generated_ids(model, world: Path, max_new_tokens: int) -> dict[str, list[int
             for rid, row in zip(batch["ids"], ids.tolist()):
                 out[f"{name}:{rid}"] = row
             seen += len(batch["ids"])
-            if seen >= limit:
+            if seen >= limit or len(out) >= records:
                 break
-    return out
+        if len(out) >= records:
+            break
+    return dict(list(out.items())[:records])
 
 
 def main() -> None:
@@ -59,17 +64,18 @@ def main() -> None:
     parser.add_argument("--export", default="runs/demo/dpo/checkpoints/export")
     parser.add_argument("--world", default="runs/toyworld")
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--records", type=int, default=100)
     parser.add_argument("--out", default="runs/bench/bundle_parity.json")
     args = parser.parse_args()
     world = Path(args.world)
-    reference = generated_ids(load_model(args.export), world, args.max_new_tokens)
+    reference = generated_ids(load_model(args.export), world, args.max_new_tokens, args.records)
     results = {"export": args.export, "records": len(reference)}
     for merge in (False, True):
         with tempfile.TemporaryDirectory() as tmp:
             bundle = export_bundle(args.export, Path(tmp) / "bundle", merge_lora=merge)
             moved = shutil.copytree(bundle, Path(tmp) / "moved" / "bundle")
             shutil.rmtree(bundle)
-            got = generated_ids(load_model(moved), world, args.max_new_tokens)
+            got = generated_ids(load_model(moved), world, args.max_new_tokens, args.records)
         same = sum(got[k] == v for k, v in reference.items())
         results["merged" if merge else "adapter"] = {"identical": same, "of": len(reference)}
         print(f"bundle ({'LoRA merged' if merge else 'LoRA adapter'}): {same}/{len(reference)} token-identical")
