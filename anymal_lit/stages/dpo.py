@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from anymal_lit.collectives import gather_dicts
 from anymal_lit.losses import dpo_loss, sequence_logps
 from anymal_lit.models.anymal import AnyMALModel
 from anymal_lit.models.lora import REFERENCE_ADAPTER, add_reference_adapter
@@ -149,8 +149,16 @@ class DPOStage(SFTStage):
         self.log(f"{split}/preference_accuracy", preference, batch_size=n, sync_dist=sync)
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        return self._dpo_step(batch, "train")
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        batch, skipped = self.batch_to_train(batch)
+        if not skipped:
+            return self._dpo_step(batch, "train")
+        # this rank's batch was all skipped: the forwards of a step (policy, then the reference adapter's, which
+        # sharded strategies gather parameters for too) at zero weight, so every rank joins the same collectives
+        policy_c, policy_r = self._logps(batch)
+        if self.reference == "adapter":
+            self._reference_logps(batch)
+        return (policy_c.sum() + policy_r.sum()) * 0.0
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._dpo_step(batch, "val")
@@ -177,10 +185,7 @@ class DPOStage(SFTStage):
             chosen, rejected = self._logps(batch)
             for rid, c, r in zip(batch["ids"][: batch["num_pairs"]], chosen.tolist(), rejected.tolist()):
                 table[str(rid)] = (c, r)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, table)
-            table = {k: v for part in parts for k, v in part.items()}
+        table = gather_dicts(table)
         self.train(was_training)
         if self.trainer.is_global_zero:
             path = Path(self.export_dir()) / "reference_logps.json"
