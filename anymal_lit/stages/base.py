@@ -198,6 +198,8 @@ class AnyMALStage(L.LightningModule):
             self._resume_rng = None
 
     def export_dir(self) -> Path:
+        """``export/`` beside the checkpoints (or in the log folder). Without a checkpoint folder this broadcasts
+        (``Trainer.log_dir``), so call it on every rank, never inside a rank-0 branch."""
         callback = self.trainer.checkpoint_callback
         base = getattr(callback, "dirpath", None) or self.trainer.log_dir or self.trainer.default_root_dir
         return Path(base) / "export"
@@ -205,8 +207,9 @@ class AnyMALStage(L.LightningModule):
     def write_export(self) -> None:
         # under FSDP / ZeRO-3 every rank holds a shard: gather whole tensors on all ranks, rank 0 writes them
         state = gathered_state({n: p for n, p in self.model.named_parameters() if p.requires_grad})
+        folder = self.export_dir()  # every rank: it may broadcast
         if self.trainer.is_global_zero:
-            folder = write_export(state, self.export_dir(), self.export_meta())
+            folder = write_export(state, folder, self.export_meta())
             rank_zero_info(f"exported trainable weights to {folder}")
 
     def configure_model(self) -> None:

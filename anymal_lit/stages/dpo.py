@@ -187,8 +187,8 @@ class DPOStage(SFTStage):
                 table[str(rid)] = (c, r)
         table = gather_dicts(table)
         self.train(was_training)
+        path = Path(self.export_dir()) / "reference_logps.json"  # every rank: it may broadcast
         if self.trainer.is_global_zero:
-            path = Path(self.export_dir()) / "reference_logps.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(table))
         return table
