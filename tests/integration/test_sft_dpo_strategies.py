@@ -28,10 +28,11 @@ SKIPPED_STEP = 2  # that batch's global step
 TIMEOUT_S = 600  # a hang on a collective ends here instead of stalling the suite
 
 
-def corrupt_rows(source: Path, out: Path, bad_image: Path) -> Path:
-    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
-    for i in BAD_ROWS:
-        rows[i]["image"] = str(bad_image)
+def copy_rows(source: Path, out: Path, bad_image: Path | None = None, limit: int | None = None) -> Path:
+    """``source``'s records (the first ``limit``) with absolute image paths; ``BAD_ROWS`` get ``bad_image``."""
+    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()][:limit]
+    for i, row in enumerate(rows):
+        row["image"] = str(bad_image if bad_image and i in BAD_ROWS else source.parent / row["image"])
     out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return out
 
@@ -66,11 +67,10 @@ def runs(tiny_world, tmp_path_factory):
     bad_image = tmp / "bad.png"
     bad_image.write_bytes(b"<html>not an image</html>")
     files = (
-        corrupt_rows(tiny_world / "image_sft_train.jsonl", tmp / "sft.jsonl", bad_image),
-        corrupt_rows(tiny_world / "image_preference_train.jsonl", tmp / "preference.jsonl", bad_image),
-        tmp / "preference_val.jsonl",
+        copy_rows(tiny_world / "image_sft_train.jsonl", tmp / "sft.jsonl", bad_image),
+        copy_rows(tiny_world / "image_preference_train.jsonl", tmp / "preference.jsonl", bad_image),
+        copy_rows(tiny_world / "image_preference_val.jsonl", tmp / "preference_val.jsonl", limit=5),
     )
-    files[2].write_text("".join((tiny_world / "image_preference_val.jsonl").read_text().splitlines(True)[:5]))
     results, seconds = {}, {}
     for strategy in STRATEGIES:
         results[strategy], seconds[strategy] = run(tiny_world, strategy, files, tmp / strategy)
