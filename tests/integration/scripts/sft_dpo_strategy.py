@@ -3,7 +3,8 @@
 Usage: sft_dpo_strategy.py WORLD {ddp,fsdp,zero3} SFT.jsonl PREFERENCE.jsonl PREFERENCE_VAL.jsonl WORKDIR
 Batches are in file order (the same on every strategy); the test puts records with a corrupt image where rank 1's
 second batch of each stage reads, so that batch arrives all skipped. DPO's preference evaluation before training
-reads PREFERENCE_VAL (an odd count of pairs: the ranks' shares differ by a batch) and writes WORKDIR/scorecard.json.
+(DDP, FSDP2) reads PREFERENCE_VAL (an odd count of pairs: the ranks' shares differ by a batch) and writes
+WORKDIR/scorecard.json.
 Each rank writes WORKDIR/rank<r>.json: its loss of every step per stage, the ``train/skipped_records`` it saw
 logged, and the export folders.
 """
@@ -90,8 +91,11 @@ L.seed_everything(0)
 dpo = DPOStage(build_model(args.world), lr=1e-3, warmup_steps=1, init_from=str(args.workdir / "sft" / "export"),
                lora_dropout=0.0)  # fmt: skip
 dpo_data = PreferenceDataModule(train_file=str(args.preference), batch_size=2, skip_bad_records=True)
-scores = PreferenceEvalCallback(str(args.preference_val), batch_size=2, scorecard=str(args.workdir / "scorecard.json"))
-dpo_record = fit(dpo, dpo_data, args.dpo_steps, args.workdir / "dpo", scores)
+# not under ZeRO-3: evaluation callbacks call the module outside the DeepSpeed engine's forward, where ZeRO-3 does
+# not gather parameters used outside their own module (nn.MultiheadAttention's out_proj in the image encoder)
+scorecard = str(args.workdir / "scorecard.json")
+scores = [] if args.strategy == "zero3" else [PreferenceEvalCallback(str(args.preference_val), 2, scorecard=scorecard)]
+dpo_record = fit(dpo, dpo_data, args.dpo_steps, args.workdir / "dpo", *scores)
 
 result = {
     stage: {"losses": record.losses, "skipped": record.skipped, "export": str(args.workdir / stage / "export")}
