@@ -93,8 +93,8 @@ dpo = DPOStage(build_model(args.world), lr=1e-3, warmup_steps=1, init_from=str(a
 dpo_data = PreferenceDataModule(train_file=str(args.preference), batch_size=2, skip_bad_records=True)
 # not under ZeRO-3: evaluation callbacks call the module outside the DeepSpeed engine's forward, where ZeRO-3 does
 # not gather parameters used outside their own module (nn.MultiheadAttention's out_proj in the image encoder)
-scorecard = str(args.workdir / "scorecard.json")
-scores = [] if args.strategy == "zero3" else [PreferenceEvalCallback(str(args.preference_val), batch_size=2, scorecard=scorecard)]
+scores = PreferenceEvalCallback(str(args.preference_val), batch_size=2, scorecard=str(args.workdir / "scorecard.json"))
+scores = [] if args.strategy == "zero3" else [scores]
 dpo_record = fit(dpo, dpo_data, args.dpo_steps, args.workdir / "dpo", *scores)
 
 result = {
