@@ -17,6 +17,19 @@ from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ModelParallelStrategy
 from torch import nn
 
+from anymal_lit.collectives import full_tensor, gathered_state
+
+__all__ = [
+    "CPUDeepSpeedStrategy",
+    "FSDP2Strategy",
+    "consolidate",
+    "decoder_layers",
+    "full_tensor",
+    "gathered_state",
+    "local_bytes",
+    "shard_fsdp2",
+]
+
 
 class FSDP2Strategy(ModelParallelStrategy):
     """Pure sharded data parallelism: every process of every node is one data-parallel shard (no tensor
@@ -85,23 +98,6 @@ def local_bytes(tensors: Any) -> int:
         local = t.to_local() if hasattr(t, "to_local") else t
         total += local.numel() * local.element_size()
     return total
-
-
-def full_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of a DTensor shard (a collective: call on every rank); plain tensors pass through."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-def gathered_state(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Whole copies of possibly sharded parameters: FSDP2 DTensors or DeepSpeed ZeRO-3 partitions (whose ``.data``
-    is empty outside a gather). A collective under sharding: call on every rank."""
-    partitioned = [p for p in named.values() if hasattr(p, "ds_id")]
-    if partitioned:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
-            return {k: v.detach().clone() for k, v in named.items()}
-    return {k: full_tensor(v.detach()) for k, v in named.items()}
 
 
 def consolidate(checkpoint: str | Path, out: str | Path) -> Path:

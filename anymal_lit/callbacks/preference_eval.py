@@ -6,11 +6,11 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from anymal_lit.callbacks.scorecard import update_scorecard
+from anymal_lit.collectives import all_reduce_max, all_reduce_sum
 
 
 class PreferenceEvalCallback(L.Callback):
@@ -38,30 +38,34 @@ class PreferenceEvalCallback(L.Callback):
         loader = trainer.datamodule.dataloader(self.data, self.batch_size)
         indices = list(range(len(loader.dataset)))[trainer.global_rank :: trainer.world_size]
         loader = DataLoader(Subset(loader.dataset, indices), batch_size=self.batch_size, collate_fn=loader.collate_fn)
-        counts = torch.zeros(3)
-        for batch in loader:
-            if "input_ids" not in batch:
-                continue
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            policy_c, policy_r = pl_module._logps(batch)
-            if pl_module.reference == "precomputed" and not all(
-                str(i) in pl_module.reference_logps for i in batch["ids"][: batch["num_pairs"]]
-            ):
-                ref_c, ref_r = policy_c, policy_r  # held-out pairs have no precomputed reference: margins unknown
+        counts = torch.zeros(3, dtype=torch.float64)  # right, reward_right, total: exact integers
+        batches, last = iter(loader), None
+        # every rank runs as many forwards: sharded models gather parameters in each, and the ranks' shares may
+        # differ by a batch or hold a batch whose pairs were all skipped; those ranks repeat a batch, not counted
+        for _ in range(all_reduce_max(len(loader))):
+            batch = next(batches, None)
+            if batch is not None and "input_ids" in batch:
+                last = batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                counts += self._counts(pl_module, batch)
             else:
-                ref_c, ref_r = pl_module._reference_logps(batch)
-            counts += torch.tensor(
-                [
-                    float((policy_c > policy_r).sum()),
-                    float(((policy_c - ref_c) > (policy_r - ref_r)).sum()),
-                    len(policy_c),
-                ]
-            )
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(counts)
+                self._counts(pl_module, last if last is not None else pl_module.placeholder_batch())
+        counts = all_reduce_sum(counts)
         pl_module.train(was_training)
         right, reward_right, total = counts.tolist()  # exact integer counts: divide in float64 (360/400 is 0.9)
         return {"accuracy": right / total, "reward_accuracy": reward_right / total}
+
+    @staticmethod
+    def _counts(pl_module: Any, batch: dict[str, Any]) -> torch.Tensor:
+        policy_c, policy_r = pl_module._logps(batch)
+        if pl_module.reference == "precomputed" and not all(
+            str(i) in pl_module.reference_logps for i in batch["ids"][: batch["num_pairs"]]
+        ):
+            ref_c, ref_r = policy_c, policy_r  # held-out pairs have no precomputed reference: margins unknown
+        else:
+            ref_c, ref_r = pl_module._reference_logps(batch)
+        right = (policy_c > policy_r).sum()
+        reward_right = ((policy_c - ref_c) > (policy_r - ref_r)).sum()
+        return torch.tensor([float(right), float(reward_right), len(policy_c)], dtype=torch.float64)
 
     def _report(self, trainer: L.Trainer, pl_module: Any, scores: dict[str, float]) -> None:
         rank_zero_info(f"{pl_module.stage_name} {self.name}: {scores}")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch.distributed as dist
 from torchmetrics import Metric
+
+from anymal_lit.collectives import gather_objects
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +178,9 @@ class CaptionMetric(Metric):
         self.references.extend(list(r) for r in references)
 
     def gathered(self) -> tuple[dict[str, str], dict[str, list[str]]]:
-        local = list(zip(self.ids, self.predictions, self.references))
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, local)
-            local = [item for part in parts for item in part]
+        rows = gather_objects(list(zip(self.ids, self.predictions, self.references)))
         predictions, references = {}, {}
-        for rid, pred, refs in local:
+        for rid, pred, refs in rows:
             predictions.setdefault(rid, pred)
             references.setdefault(rid, refs)
         return predictions, references

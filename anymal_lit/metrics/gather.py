@@ -1,19 +1,14 @@
-"""Gathering Python objects (strings, dicts) from every process: torchmetrics cannot sync list-of-string states."""
+"""Metrics over rows of strings, gathered from every process (torchmetrics cannot sync list-of-string states).
+
+``gather_objects`` lives in :mod:`anymal_lit.collectives` and is re-exported here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch.distributed as dist
+from anymal_lit.collectives import gather_objects
 
-
-def gather_objects(local: list[Any]) -> list[Any]:
-    """Concatenate ``local`` lists from every process (a no-op without an initialised process group)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, local)
-        return [item for part in parts for item in part]
-    return list(local)
+__all__ = ["RowMetric", "gather_objects"]
 
 
 class RowMetric:

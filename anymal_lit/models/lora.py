@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from anymal_lit.collectives import gathered_state
 from anymal_lit.models.causal_lm import CausalLM
-from anymal_lit.strategies import gathered_state
 
 REFERENCE_ADAPTER = "reference"
 

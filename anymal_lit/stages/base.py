@@ -14,9 +14,11 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
+from anymal_lit.collectives import gathered_state
+from anymal_lit.losses import IGNORE_INDEX
 from anymal_lit.models.anymal import AnyMALModel
 from anymal_lit.stages.export import load_export, read_export_meta, trainable_state, write_export
-from anymal_lit.strategies import gathered_state, shard_fsdp2
+from anymal_lit.strategies import shard_fsdp2
 
 
 def _rng_states() -> dict[str, Any]:
@@ -78,6 +80,7 @@ class AnyMALStage(L.LightningModule):
             load_export(self.model, init_from)
         self.strict_loading = False  # checkpoints hold only trainable weights (checked in on_load_checkpoint)
         self._sharded = False
+        self._last_batch: dict[str, Any] | None = None  # replayed at zero weight when a batch is all skipped
         self.model_config: dict[str, Any] | None = None
         """The model's ``class_path``/``init_args`` (set by the CLI); exports record it for ``load_model``."""
         self.data_config: dict[str, Any] | None = None
@@ -112,15 +115,44 @@ class AnyMALStage(L.LightningModule):
         return {m: tokenizer.convert_ids_to_tokens(i) for m, i in self.model.llm.placeholder_ids.items()}
 
     # ---- steps -------------------------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        if "input_ids" not in batch:  # every sample of the batch was skipped
-            return None
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        batch, skipped = self.batch_to_train(batch)
         loss = self.model(batch)["loss"]
-        size = batch["input_ids"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        if batch.get("skipped"):
-            self.log("train/skipped_records", float(batch["skipped"]), reduce_fx="sum", on_step=False, on_epoch=True)
+        if skipped:
+            return loss * 0.0
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
+
+    def batch_to_train(self, batch: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The batch this rank computes on, and whether its own batch was all skipped (bad samples).
+
+        Logs ``train/skipped_records`` (summed over steps and ranks) on every step of every rank, so the epoch-end
+        sync is a collective that all ranks join. A batch with no sample left cannot simply be dropped: under DDP
+        the other ranks would wait for its gradients, under FSDP2 / ZeRO-3 for the parameter gathers of its forward
+        and backward. So it is replaced by this rank's last batch (or a two-token text placeholder before the first
+        one), whose loss the caller multiplies by 0: the same modules run and every trainable parameter gets a
+        zero gradient, so the step equals one where this rank had no data. The last batch, rather than a text-only
+        placeholder, also runs the media encoders that ZeRO-3 gathers module by module on the other ranks.
+        """
+        self.log("train/skipped_records", float(batch.get("skipped", 0)), reduce_fx="sum", on_step=False,
+                 on_epoch=True, sync_dist=True, batch_size=1)  # fmt: skip
+        if "input_ids" in batch:
+            self._last_batch = batch
+            return batch, False
+        if self._last_batch is None:
+            return self.placeholder_batch(), True
+        return self._last_batch, True
+
+    def placeholder_batch(self) -> dict[str, Any]:
+        """Two identical rows of two tokens (one labelled), as one preference pair: a valid batch for every stage."""
+        tokenizer = self.model.llm.tokenizer
+        token = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+        input_ids = torch.full((2, 2), token, dtype=torch.long, device=self.device)
+        labels = input_ids.clone()
+        labels[:, 0] = IGNORE_INDEX
+        mask = torch.ones_like(input_ids)
+        return {"ids": ["placeholder"] * 2, "input_ids": input_ids, "attention_mask": mask, "labels": labels,
+                "media": {}, "num_pairs": 1}  # fmt: skip
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if "input_ids" in batch:
@@ -182,6 +214,8 @@ class AnyMALStage(L.LightningModule):
             self._resume_rng = None
 
     def export_dir(self) -> Path:
+        """``export/`` beside the checkpoints (or in the log folder). Without a checkpoint folder this broadcasts
+        (``Trainer.log_dir``), so call it on every rank, never inside a rank-0 branch."""
         callback = self.trainer.checkpoint_callback
         base = getattr(callback, "dirpath", None) or self.trainer.log_dir or self.trainer.default_root_dir
         return Path(base) / "export"
@@ -191,8 +225,9 @@ class AnyMALStage(L.LightningModule):
         # projectors are written even where they are frozen (DPO), so every export holds a whole usable model
         named = self.model.named_parameters()
         state = gathered_state({n: p for n, p in named if p.requires_grad or n.startswith("projectors.")})
+        folder = self.export_dir()  # every rank: it may broadcast
         if self.trainer.is_global_zero:
-            folder = write_export(state, self.export_dir(), self.export_meta())
+            folder = write_export(state, folder, self.export_meta())
             rank_zero_info(f"exported trainable weights to {folder}")
 
     def configure_model(self) -> None:

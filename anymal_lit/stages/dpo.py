@@ -136,8 +136,16 @@ class DPOStage(SFTStage):
         self.log(f"{split}/preference_accuracy", preference, batch_size=n, sync_dist=sync)
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        return self._dpo_step(batch, "train")
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        batch, skipped = self.batch_to_train(batch)
+        if not skipped:
+            return self._dpo_step(batch, "train")
+        # this rank's batch was all skipped: the forwards of a step (policy, then the reference adapter's, which
+        # sharded strategies gather parameters for too) at zero weight, so every rank joins the same collectives
+        policy_c, policy_r = self._logps(batch)
+        if self.reference == "adapter":
+            self._reference_logps(batch)
+        return (policy_c.sum() + policy_r.sum()) * 0.0
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._dpo_step(batch, "val")

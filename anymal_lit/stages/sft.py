@@ -86,5 +86,6 @@ class SFTStage(AnyMALStage):
     def write_export(self) -> None:
         super().write_export()
         state = lora_state(self.model.llm)  # whole tensors under FSDP / ZeRO-3 (a collective: every rank)
+        folder = Path(self.export_dir()) / "lora"  # every rank: it may broadcast
         if self.trainer.is_global_zero:
-            save_lora(self.model.llm, Path(self.export_dir()) / "lora", state)
+            save_lora(self.model.llm, folder, state)

@@ -1,4 +1,4 @@
-"""Evaluation scores are identical on 2 processes (gloo, CPU) and on 1."""
+"""Evaluation scores are identical on 2 processes (gloo, CPU) and on 1; the collectives they use gather and sum."""
 
 import json
 import os
@@ -52,3 +52,10 @@ def test_scores_on_two_processes_equal_one(tmp_path):
         one = metric.compute()
         assert two[name] == pytest.approx(one, abs=1e-12), name
     assert 0 < two["choice"]["circular"] < two["choice"]["vanilla"] < 1
+    assert two["collectives"] == {
+        "device": "cpu",  # gloo reduces CPU tensors
+        "objects": ["r0a", "r1a", "r1b"],
+        "dicts": {"k0": 0, "k1": 1, "shared": 1},
+        "sum": [2.0, 2.0],
+        "max": 11,
+    }
