@@ -19,6 +19,7 @@ from typing import Any
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator, Sample
 from anymal_lit.data.datamodule import ConversationDataModule
 from anymal_lit.data.records import Record, RecordError
+from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ def check_preference(record: Record) -> None:
         raise RecordError(f"{record.where()}: empty or missing 'rejected' response")
     if chosen.strip() == rejected.strip():
         raise RecordError(f"{record.where()}: 'chosen' and 'rejected' are identical")
+    marks = [tok for tok in DEFAULT_PLACEHOLDERS.values() if tok in chosen + rejected]
+    if marks:  # media belong to the prompt; a placeholder in a response would have no item to splice in
+        raise RecordError(f"{record.where()}: 'chosen' or 'rejected' holds the placeholder {marks[0]}")
     if record.messages[-1]["role"] == "assistant":
         raise RecordError(f"{record.where()}: the conversation must end before the response (given as chosen/rejected)")
 

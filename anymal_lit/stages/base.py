@@ -155,14 +155,24 @@ class AnyMALStage(L.LightningModule):
                 "media": {}, "num_pairs": 1}  # fmt: skip
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if "input_ids" in batch:
-            loss = self.model(batch)["loss"]
-            self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        if "input_ids" not in batch:  # all skipped: the same forward on other data, unlogged (see batch_to_evaluate)
+            self.model(self.batch_to_evaluate())
+            return
+        loss = self.model(batch)["loss"]
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if "input_ids" in batch:
-            loss = self.model(batch)["loss"]
-            self.log("test/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        if "input_ids" not in batch:
+            self.model(self.batch_to_evaluate())
+            return
+        loss = self.model(batch)["loss"]
+        self.log("test/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+
+    def batch_to_evaluate(self) -> dict[str, Any]:
+        """What a rank whose evaluation batch was all skipped computes on, without logging: under FSDP2 / ZeRO-3 the
+        other ranks' forwards gather parameters, so this rank must run one too (its last training batch, else the
+        text placeholder)."""
+        return self._last_batch if self._last_batch is not None else self.placeholder_batch()
 
     # longest reply ``predict_step`` generates; ``anymal-lit predict --predictions.max_new_tokens N`` changes it
     predict_max_new_tokens: int = 64

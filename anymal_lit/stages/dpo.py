@@ -119,7 +119,8 @@ class DPOStage(SFTStage):
         return getattr(self.reference_model, "table", {})
 
     def _dpo_step(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
-        if "input_ids" not in batch:
+        if "input_ids" not in batch:  # an all-skipped evaluation batch: the step's forwards, unlogged
+            self._zero_weight_step(self.batch_to_evaluate())
             return None
         policy_c, policy_r = self._logps(batch)
         ref_c, ref_r = self._reference_logps(batch, split)
@@ -142,6 +143,9 @@ class DPOStage(SFTStage):
             return self._dpo_step(batch, "train")
         # this rank's batch was all skipped: the forwards of a step (policy, then the reference adapter's, which
         # sharded strategies gather parameters for too) at zero weight, so every rank joins the same collectives
+        return self._zero_weight_step(batch)
+
+    def _zero_weight_step(self, batch: dict[str, Any]) -> torch.Tensor:
         policy_c, policy_r = self._logps(batch)
         if self.reference == "adapter":
             self._reference_logps(batch)

@@ -160,6 +160,7 @@ def test_dpo_starts_at_log2_and_keeps_the_reference_frozen(tmp_path, tiny_world,
         ({"chosen": ""}, "empty or missing 'chosen'"),
         ({"rejected": None}, "'rejected'"),
         ({"rejected": "same", "chosen": "same"}, "identical"),
+        ({"chosen": "a red circle <image>"}, "holds the placeholder <image>"),
     ],
 )
 def test_bad_preference_records(tmp_path, tiny_world, bad, message):
