@@ -119,10 +119,14 @@ def run_load(url: str, requests: list[list[dict]], clients: int, max_tokens: int
             "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]}  # fmt: skip
 
 
+STORY = [{"role": "user", "content": "Tell me a long story about shapes."}]
+"""A prompt the toy model answers at length (its image answers are a few words: first token ~ whole reply)."""
+
+
 def first_token(url: str, requests: list[list[dict]], max_tokens: int) -> dict[str, float]:
     """Median time to the first streamed text vs the median latency of the same requests unstreamed."""
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)
-    ttft, full = [], []
+    ttft, full, tokens = [], [], []
     for messages in requests:
         start = time.perf_counter()
         stream = client.chat.completions.create(model="m", messages=messages, max_tokens=max_tokens, temperature=0,
@@ -132,8 +136,12 @@ def first_token(url: str, requests: list[list[dict]], max_tokens: int) -> dict[s
             if first is None and chunk.choices and chunk.choices[0].delta.content:
                 first = time.perf_counter() - start
         ttft.append(first if first is not None else time.perf_counter() - start)
-        full.append(timed(client, messages, max_tokens))
-    return {"ttft_stream_p50_s": statistics.median(ttft), "full_reply_p50_s": statistics.median(full)}
+        start = time.perf_counter()
+        reply = client.chat.completions.create(model="m", messages=messages, max_tokens=max_tokens, temperature=0)
+        full.append(time.perf_counter() - start)
+        tokens.append(reply.usage.completion_tokens)
+    return {"ttft_stream_p50_s": statistics.median(ttft), "full_reply_p50_s": statistics.median(full),
+            "reply_tokens_p50": statistics.median(tokens)}  # fmt: skip
 
 
 def spread(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -171,7 +179,9 @@ def main() -> None:
         for _ in range(args.repeats):
             sequential.append(run_load(server.url, requests, 1, args.max_tokens))
             concurrent.append(run_load(server.url, requests, args.clients, args.max_tokens))
-            stream.append(first_token(server.url, requests[:8], args.max_tokens))
+            story = first_token(server.url, [STORY] * 4, 64)
+            stream.append({**first_token(server.url, requests[:8], args.max_tokens),
+                           **{f"story_{k}": v for k, v in story.items()}})  # fmt: skip
     finally:
         server.stop()
     result.update(sequential=spread(sequential), concurrent=spread(concurrent), streaming=spread(stream))
@@ -198,8 +208,10 @@ def main() -> None:
             span = f"{rps['median']:.2f} ({rps['min']:.2f}-{rps['max']:.2f})"
             print(f"{key:<24}{span:>26}{r['p50_s']['median']:>10.3f}{r['p95_s']['median']:>10.3f}")
     s = result["streaming"]
-    print(f"time to first token (streamed) {s['ttft_stream_p50_s']['median']:.3f} s vs full reply "
-          f"{s['full_reply_p50_s']['median']:.3f} s (median of {args.repeats} x 8 requests, one client)")  # fmt: skip
+    for prefix, what in (("", "image prompts"), ("story_", "'Tell me a long story about shapes.'")):
+        print(f"time to first token (streamed) {s[prefix + 'ttft_stream_p50_s']['median']:.3f} s vs full reply "
+              f"{s[prefix + 'full_reply_p50_s']['median']:.3f} s, {s[prefix + 'reply_tokens_p50']['median']:.0f} "
+              f"tokens: {what}, one client")  # fmt: skip
     print(
         f"speed-up, {args.clients} clients batched vs one at a time: {result['speedup_concurrent_vs_sequential']:.2f}x"
     )

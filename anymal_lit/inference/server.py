@@ -89,7 +89,12 @@ class AnyMALSpec(OpenAISpec):
 
     async def get_from_queues(self, uids: list) -> list[AsyncIterator]:
         pipes = await super().get_from_queues(uids)  # reads self.queues before any await: keep it first
-        return [await self._checked(uid, pipe) for uid, pipe in zip(uids, pipes)]
+        try:
+            return [await self._checked(uid, pipe) for uid, pipe in zip(uids, pipes)]
+        except BaseException:
+            for uid in uids:  # n > 1: the other choices' buffers too
+                self.response_buffer.pop(uid, None)
+            raise
 
     async def _checked(self, uid: Any, pipe: AsyncIterator) -> AsyncIterator:
         """Wait for the request's first text (or error mark): a bad request becomes HTTP 400 before any reply."""
