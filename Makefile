@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint format clean bench bench-eval bench-video tiny-lm
+.PHONY: install demo test test-fast lint format clean bench bench-eval bench-serve bench-video tiny-lm
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ clean:
 
 bench-eval: install  ## generation throughput, batch 16 vs batch 1 (needs the toy world: make demo or anymal-lit toyworld)
 	$(BIN)/python benchmarks/eval_throughput.py
+
+bench-serve: install  ## anymal-lit serve: 16 concurrent clients vs one at a time, time to first token (needs make demo)
+	$(BIN)/python benchmarks/serve_throughput.py
 
 bench: install  ## training throughput: packing vs padding, cache vs live, FLOP/s, FSDP vs DDP bytes (needs the toy world); video loading
 	$(BIN)/python benchmarks/train_throughput.py

@@ -28,6 +28,11 @@ def placeholders(model: AnyMALModel) -> dict[str, str]:
 
 def prepare_batch(model: AnyMALModel, records: list[Record]) -> dict[str, Any]:
     """Generation prompts of ``records`` with their media loaded, collated as the evaluation callbacks do."""
+    return collate(model, prepare_samples(model, records))
+
+
+def prepare_samples(model: AnyMALModel, records: list[Record]) -> list[dict[str, Any]]:
+    """Tokenized generation prompts of ``records`` with their media loaded (a bad one raises MessageError)."""
     chat = ChatTokenizer(model.llm.tokenizer)
     processors = model.media_processors()
     samples = []
@@ -36,6 +41,11 @@ def prepare_batch(model: AnyMALModel, records: list[Record]) -> dict[str, Any]:
             samples.append(load_sample(record, index, chat, processors, generation=True))
         except RecordError as err:
             raise MessageError(str(err).replace(f"{record.where()}: ", "", 1)) from None
+    return samples
+
+
+def collate(model: AnyMALModel, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """One left-padded generation batch of samples (from :func:`prepare_samples`) on the model's device."""
     batch = PaddingCollator(model.llm.tokenizer.pad_token_id)(samples)
     device = next(model.parameters()).device
     batch["input_ids"] = batch["input_ids"].to(device)

@@ -23,7 +23,11 @@ row, in placeholder order; ``counts`` is the number of pieces of each item."""
 
 
 class ContextLengthError(ValueError):
-    """Rows longer than the LLM context after media expansion; names the records."""
+    """Rows longer than the LLM context after media expansion; names the records (also as ``records``)."""
+
+    def __init__(self, message: str, records: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.records = records or []
 
 
 @dataclass
@@ -201,7 +205,7 @@ class AnyMALModel(nn.Module):
         too_long = [self._record_id(batch, r) for r, row in enumerate(rows_e) if row.shape[0] > limit]
         if too_long:
             raise ContextLengthError(
-                f"records {too_long} exceed the LLM context ({limit} tokens) after media expansion"
+                f"records {too_long} exceed the LLM context ({limit} tokens) after media expansion", too_long
             )
 
     def _neftune(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
