@@ -11,6 +11,7 @@
     anymal-lit convert vqav2 --questions q.json --annotations a.json --images val2014/ --out vqav2_val.jsonl
     anymal-lit convert webdataset --records train.jsonl --out shards/train-%06d.tar   # JSONL + media -> tar shards
     anymal-lit consolidate runs/.../checkpoints/last.ckpt merged.ckpt   # FSDP sharded checkpoint -> one file
+    anymal-lit chat --model runs/demo/dpo/checkpoints/export            # talk to a trained model in the terminal
     anymal-lit cache-features -c experiments/demo/align.yaml            # frozen-encoder features to data.feature_cache
 """
 
@@ -28,6 +29,7 @@ from anymal_lit.inference.model_config import absolute_paths
 from anymal_lit.stages.base import AnyMALStage
 
 KIT_COMMANDS = ("list", "toyworld", "tiny-lm", "demo", "convert", "consolidate", "export")
+KIT_COMMANDS += ("chat",)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 """Errors a user's input causes (bad file, bad record, bad option): one line and exit code 2 without ``--debug``."""
 
@@ -114,12 +116,17 @@ def _kit_command(argv: list[str]) -> None:
     p_export.add_argument("--out", required=True, help="the bundle folder to create")
     p_export.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapters into the LLM's weights")
     p_export.add_argument("--scorecard", help="scorecard.json for the model card (default: the nearest above --from)")
+    from anymal_lit.inference import terminal
+
+    terminal.add_arguments(sub.add_parser("chat", help="chat with a trained model in the terminal"))
     args = parser.parse_args(argv)
     if args.command == "convert" and args.format not in ("audiocaps", "webdataset") and not args.images:
         parser.error(f"convert {args.format} needs --images")
     if args.command == "convert" and args.format == "webdataset" and not args.records:
         parser.error("convert webdataset needs --records")
-    if args.command == "export":
+    if args.command == "chat":
+        terminal.main(args)
+    elif args.command == "export":
         from anymal_lit.inference.bundle import export_bundle
 
         out = export_bundle(args.source, args.out, merge_lora=args.merge_lora, scorecard=args.scorecard)
