@@ -157,6 +157,30 @@ def test_chat_streams_the_reply_and_ends_at_end_of_input(tiny_world, dpo_model):
     assert [m["role"] for m in session.history] == ["user", "assistant"] and not session.pending
 
 
+@pytest.mark.integration
+def test_attachments_go_into_the_next_message_in_the_order_attached(tiny_world, dpo_model):
+    from anymal_lit.inference.terminal import run
+
+    order = ("imu", "image", "audio", "video")
+    lines = [f"/{m} {first_media(tiny_world, m)}" for m in order] + ["Describe all of these.", "/image"]
+    session = run(dpo_model, io.StringIO("\n".join(lines) + "\n"), io.StringIO(), max_new_tokens=2)
+    content = session.history[0]["content"]
+    assert [p["type"] for p in content] == ["imu", "image_url", "input_audio", "video", "text"]
+    assert content[0]["imu"] == str(first_media(tiny_world, "imu")) and not session.pending
+
+
+@pytest.mark.integration
+def test_reset_forgets_the_conversation_and_the_pending_media(tiny_world, dpo_model):
+    from anymal_lit.inference.terminal import run
+
+    image = first_media(tiny_world, "image")
+    lines = [f"/image {image}", "How many shapes are there?", f"/audio {first_media(tiny_world, 'audio')}", "/reset"]
+    out = io.StringIO()
+    session = run(dpo_model, io.StringIO("\n".join(lines) + "\n"), out, max_new_tokens=2)
+    assert session.history == [] and session.pending == []
+    assert "conversation and attachments cleared" in out.getvalue()
+
+
 def test_demo_names_the_export_of_its_last_stage_and_how_to_use_it():
     export = stage_export(REPO / "experiments" / "demo" / "dpo.yaml", "unused")
     assert export == Path("runs/demo/dpo/checkpoints/export")
