@@ -130,8 +130,8 @@ def run(
                 return session
             try:
                 say(_command(command, argument.strip(), session, processors))
-            except (MessageError, MediaError, OSError) as err:
-                say(f"error: {err}")
+            except Exception as err:  # noqa: BLE001 - a file no loader can read prints one line, the chat goes on
+                say(error_line(err))
             continue
         _answer(model, session, line, stdout, say, max_new_tokens, temperature, top_p)
 
@@ -151,7 +151,7 @@ def _command(command: str, argument: str, session: Session, processors: dict[str
         raise MessageError(f"this model has no {command} encoder (it reads {', '.join(processors)})")
     path = Path(_unquote(argument)).expanduser().resolve()
     if not path.is_file():
-        raise MessageError(f"/{command}: no such file: {argument}")
+        raise MessageError(f"/{command}: {'not a file' if path.exists() else 'no such file'}: {argument}")
     processors[command](str(path))  # decode it now: a bad file is refused here, not at the next message
     session.pending.append((command, path))
     return f"attached {command}: {path} ({len(session.pending)} pending)"
@@ -194,12 +194,17 @@ def _answer(
         say("\n(reply stopped; it is not kept in the conversation)")
         return
     except Exception as err:  # noqa: BLE001 - one line, and the chat goes on, whatever a request runs into
-        kind = "" if isinstance(err, (MessageError, MediaError, OSError)) else f"{type(err).__name__}: "
         pending = f" ({len(session.pending)} attachment(s) still pending, /reset clears)" if session.pending else ""
-        say(("\n" if started else "") + f"error: {kind}{err}{pending}")
+        say(("\n" if started else "") + error_line(err) + pending)
         return
     session.history += [message, {"role": "assistant", "content": "".join(pieces).strip()}]
     session.pending.clear()
+
+
+def error_line(err: Exception) -> str:
+    """One line for the user: the message of a known user error, else the error's type too."""
+    kind = "" if isinstance(err, (MessageError, MediaError, OSError)) else f"{type(err).__name__}: "
+    return "error: " + f"{kind}{err}".replace("\n", " ")
 
 
 def _line_reader(stdin: TextIO, stdout: TextIO) -> Callable[[str], str]:
