@@ -13,6 +13,7 @@
     anymal-lit convert vqav2 --questions q.json --annotations a.json --images val2014/ --out vqav2_val.jsonl
     anymal-lit convert webdataset --records train.jsonl --out shards/train-%06d.tar   # JSONL + media -> tar shards
     anymal-lit consolidate runs/.../checkpoints/last.ckpt merged.ckpt   # FSDP sharded checkpoint -> one file
+    anymal-lit chat --model runs/demo/dpo/checkpoints/export            # talk to a trained model in the terminal
     anymal-lit cache-features -c experiments/demo/align.yaml            # frozen-encoder features to data.feature_cache
     anymal-lit serve --model runs/demo/bundle --port 8000               # OpenAI-compatible server
 """
@@ -31,7 +32,7 @@ from anymal_lit.data.datamodule import ConversationDataModule
 from anymal_lit.inference.model_config import absolute_paths
 from anymal_lit.stages.base import AnyMALStage
 
-KIT_COMMANDS = ("list", "toyworld", "tiny-lm", "demo", "convert", "consolidate", "export", "serve")
+KIT_COMMANDS = ("list", "toyworld", "tiny-lm", "demo", "convert", "consolidate", "export", "chat", "serve")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 """Errors a user's input causes (bad file, bad record, bad option): one line and exit code 2 without ``--debug``."""
 
@@ -133,6 +134,9 @@ def _kit_command(argv: list[str]) -> None:
     p_export.add_argument("--out", required=True, help="the bundle folder to create")
     p_export.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapters into the LLM's weights")
     p_export.add_argument("--scorecard", help="scorecard.json for the model card (default: the nearest above --from)")
+    from anymal_lit.inference import terminal
+
+    terminal.add_arguments(sub.add_parser("chat", help="chat with a trained model in the terminal"))
     p_serve = sub.add_parser("serve", help="an OpenAI-compatible HTTP server for a trained model (LitServe)")
     if argv[:1] == ["serve"]:  # its options import the serving stack: only when serving
         from anymal_lit.inference.server import add_arguments
@@ -143,7 +147,9 @@ def _kit_command(argv: list[str]) -> None:
         parser.error(f"convert {args.format} needs --images")
     if args.command == "convert" and args.format == "webdataset" and not args.records:
         parser.error("convert webdataset needs --records")
-    if args.command == "serve":
+    if args.command == "chat":
+        terminal.main(args)
+    elif args.command == "serve":
         from anymal_lit.inference.server import serve
 
         serve(args)

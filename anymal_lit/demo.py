@@ -68,7 +68,36 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
     scorecard.write_text(json.dumps(card, indent=2, sort_keys=True))
     print(render_scorecard(card))
     print(f"scorecard: {scorecard}")
+    print(next_steps(stage_export(Path(experiments) / STEPS[-1][1], out_dir / STEPS[-1][0]), out_dir, world))
     return card
+
+
+def stage_export(yaml: str | Path, fallback_root: str | Path) -> Path:
+    """Where the stage of an experiment YAML writes its export (:meth:`AnyMALStage.export_dir`): its
+    ModelCheckpoint's ``dirpath`` + ``export``. Without one Lightning picks a versioned log folder at run time; the
+    guess is then ``trainer.default_root_dir`` (or ``fallback_root``) + ``checkpoints/export``."""
+    import yaml as pyyaml
+
+    trainer = (pyyaml.safe_load(Path(yaml).read_text()) or {}).get("trainer") or {}
+    for callback in trainer.get("callbacks") or []:
+        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+            dirpath = (callback.get("init_args") or {}).get("dirpath")
+            if dirpath:
+                return Path(dirpath) / "export"
+    return Path(trainer.get("default_root_dir") or fallback_root) / "checkpoints" / "export"
+
+
+def next_steps(export: str | Path, out: str | Path, world: str | Path) -> str:
+    """The demo's closing lines: how to use the model it just trained."""
+    image = Path(world) / "images" / "val" / "000000.png"
+    bundle = Path(out) / "bundle"
+    return "\n".join([
+        "",
+        f"Use the model you just trained ({export}):",
+        f"  anymal-lit chat --model {export}     # then /image {image} and ask: How many shapes are there?",
+        f"  anymal-lit serve --model {export}    # OpenAI-compatible API on http://127.0.0.1:8000/v1",
+        f"  anymal-lit export --from {export} --out {bundle}   # one self-contained folder to hand on",
+    ])  # fmt: skip
 
 
 def render_scorecard(card: dict) -> str:
