@@ -86,6 +86,8 @@ def export_bundle(source: str | Path, out: str | Path, merge_lora: bool = False,
 
 def _source_meta(source: Path) -> dict[str, Any]:
     folder = source if source.is_dir() else source.parent
+    if not (folder / "export.json").is_file() and not (folder / BUNDLE_FILE).is_file():
+        raise FileNotFoundError(f"{source}: not a stage export (no export.json there)")
     if (folder / BUNDLE_FILE).is_file():
         raise ValueError(f"{source}: already a bundle; export from the stage export it was made of")
     meta = read_export_meta(folder)
