@@ -103,3 +103,15 @@ def trained_exports(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) 
     run_cli("fit", "-c", str(dpo), *quick, "--model.init_args.init_from", str(sft_export.parent), cwd=workdir)
     (dpo_export,) = (workdir / "runs" / "demo" / "dpo").rglob("export/export.json")
     return {"sft": sft_export.parent, "dpo": dpo_export.parent, "workdir": workdir}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` run where CUDA is available and are skipped elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
