@@ -112,7 +112,8 @@ class GenerationEvalCallback(L.Callback):
         loader = self._loader(trainer)
         bar = tqdm(loader, desc=f"{self.name}: generating", leave=False, disable=not trainer.is_global_zero)
         for batch in bar:
-            if "input_ids" not in batch:
+            if "input_ids" not in batch:  # all skipped: generate for a placeholder (discarded) so that sharded
+                pl_module.model.generate(pl_module.placeholder_batch(), max_new_tokens=1)  # ranks stay in step
                 continue
             batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
             texts = pl_module.model.generate(batch, max_new_tokens=self.max_new_tokens)
