@@ -4,8 +4,8 @@ Packing happens on the spliced rows (text embeddings with the media tokens alrea
 and text are packed together and lengths are exact. Each packed row gets:
 
 * a 4-D boolean mask ``[R, 1, L, L]``: position i attends to j only if j <= i and both belong to the same sample
-  (DESIGN.md: position-ids-only packing lets samples attend to each other unless ``use_cache=False``; the explicit
-  mask makes isolation independent of that flag);
+  (measured with transformers: position-ids-only packing lets samples attend to each other unless
+  ``use_cache=False``; the explicit mask makes isolation independent of that flag);
 * position ids restarting at 0 for every sample, so each sample sees the positions it would see alone;
 * labels whose first position in every sample is ignored, so no sample learns to predict the next one's start.
 

@@ -15,7 +15,7 @@ class Projector(nn.Module, ABC):
     ``[P, num_tokens, out_dim]`` that are spliced into the LLM's input at the placeholder. Its output passes through
     a LayerNorm whose gain :meth:`match_output_rms` sets to the RMS of the LLM's token embeddings, so that at
     initialisation the modality tokens have the scale the frozen LLM expects (without it, alignment of a tiny LM
-    stalls; see DESIGN.md's calibration notes).
+    stalls in the toy world's calibration runs).
 
     Args:
         in_dim: Feature size of the encoder tokens (the encoder's ``output_dim``).

@@ -56,7 +56,7 @@ def tiny_lm_config(
     tokenizer: PreTrainedTokenizerFast, hidden: int = 128, layers: int = 4, heads: int = 4
 ) -> LlamaConfig:
     """A small Llama. ``initializer_range`` ~0.9/sqrt(hidden): with the default 0.02 a tiny LM never learned to use
-    its context in minutes of CPU training (DESIGN.md), and using context is what projected tokens rely on."""
+    its context in minutes of CPU training (measured), and using context is what projected tokens rely on."""
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
