@@ -63,6 +63,34 @@ def build_model(world: Path, num_latents: int = 4, num_layers: int = 1):
     return AnyMALModel(llm, {"image": encoder}, {"image": projector})
 
 
+def build_four_modality_model(world: Path, latents: int = 4, audio_tokens: int = 8, imu_tokens: int = 5):
+    """An AnyMALModel of the tiny world's saved LM and its four encoders (CLIP for image and video, CLAP, IMU) with
+    small projectors (``latents`` per resampler, ``audio_tokens`` / ``imu_tokens`` per linear projector)."""
+    import torch
+
+    from anymal_lit import AnyMALModel, CausalLM
+    from anymal_lit.encoders import ClapAudioEncoder, IMUEncoder, OpenCLIPImageEncoder, OpenCLIPVideoEncoder
+    from anymal_lit.projectors import LinearProjector, PerceiverResampler
+
+    torch.manual_seed(0)
+    m = world / "models"
+    llm = CausalLM(pretrained=str(m / "tiny-lm"))
+    clip = f"local-dir:{m / 'tiny-clip'}"
+    encoders = {
+        "image": OpenCLIPImageEncoder(model_name=clip),
+        "audio": ClapAudioEncoder(pretrained=str(m / "tiny-clap")),
+        "video": OpenCLIPVideoEncoder(model_name=clip, frames_per_clip=2, clip_seconds=1.0),
+        "imu": IMUEncoder(pretrained=str(m / "tiny-imu")),
+    }
+    projectors = {
+        "image": PerceiverResampler(128, llm.hidden_size, num_latents=latents, num_layers=1, num_heads=4),
+        "audio": LinearProjector(encoders["audio"].output_dim, llm.hidden_size, num_tokens=audio_tokens),
+        "video": PerceiverResampler(128, llm.hidden_size, num_latents=latents, num_layers=1, num_heads=4),
+        "imu": LinearProjector(encoders["imu"].output_dim, llm.hidden_size, num_tokens=imu_tokens),
+    }
+    return AnyMALModel(llm, encoders, projectors)
+
+
 @pytest.fixture()
 def tiny_model(tiny_world: Path):
     import torch

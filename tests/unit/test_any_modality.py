@@ -8,43 +8,24 @@ import pytest
 import soundfile as sf
 import torch
 
-from anymal_lit import AnyMALModel, CausalLM
+from anymal_lit import AnyMALModel
 from anymal_lit.data import ChatTokenizer, ConversationDataset, PaddingCollator, RecordError, read_records
 from anymal_lit.encoders import (
-    ClapAudioEncoder,
     IMUEncoder,
     MediaError,
-    OpenCLIPImageEncoder,
-    OpenCLIPVideoEncoder,
     load_audio,
     load_imu,
 )
-from anymal_lit.projectors import LinearProjector, PerceiverResampler
 from anymal_lit.toyworld.media_world import write_video
 from anymal_lit.toyworld.signals import Movie, render_movie
+from tests.conftest import build_four_modality_model
 
 PLACEHOLDERS = {"image": "<image>", "audio": "<audio>", "video": "<video>", "imu": "<imu>"}
 
 
 @pytest.fixture(scope="module")
 def model(tiny_world: Path) -> AnyMALModel:
-    torch.manual_seed(0)
-    m = tiny_world / "models"
-    llm = CausalLM(pretrained=str(m / "tiny-lm"))
-    clip = f"local-dir:{m / 'tiny-clip'}"
-    encoders = {
-        "image": OpenCLIPImageEncoder(model_name=clip),
-        "audio": ClapAudioEncoder(pretrained=str(m / "tiny-clap")),
-        "video": OpenCLIPVideoEncoder(model_name=clip, frames_per_clip=2, clip_seconds=1.0),
-        "imu": IMUEncoder(pretrained=str(m / "tiny-imu")),
-    }
-    projectors = {
-        "image": PerceiverResampler(128, llm.hidden_size, num_latents=4, num_layers=1, num_heads=4),
-        "audio": LinearProjector(encoders["audio"].output_dim, llm.hidden_size, num_tokens=8),
-        "video": PerceiverResampler(128, llm.hidden_size, num_latents=4, num_layers=1, num_heads=4),
-        "imu": LinearProjector(encoders["imu"].output_dim, llm.hidden_size, num_tokens=5),
-    }
-    return AnyMALModel(llm, encoders, projectors).eval()
+    return build_four_modality_model(tiny_world).eval()
 
 
 def tone(seconds: float, rate: int = 16000, freq: float = 440.0) -> np.ndarray:

@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from anymal_lit import AnyMALModel, CausalLM
+from anymal_lit import AnyMALModel
 from anymal_lit.data import (
     AudioTextDataModule,
     ChatTokenizer,
@@ -36,16 +36,12 @@ from anymal_lit.data import (
     read_records,
 )
 from anymal_lit.encoders import (
-    ClapAudioEncoder,
-    IMUEncoder,
     MediaError,
-    OpenCLIPImageEncoder,
-    OpenCLIPVideoEncoder,
     load_audio,
 )
-from anymal_lit.projectors import LinearProjector, PerceiverResampler
 from anymal_lit.toyworld.media_world import write_video
 from anymal_lit.toyworld.signals import Movie, render_movie
+from tests.conftest import build_four_modality_model
 
 RATE = 16000
 GOOD = {  # modality -> (file name, prompt)
@@ -58,24 +54,9 @@ GOOD = {  # modality -> (file name, prompt)
 
 @pytest.fixture(scope="module")
 def model(tiny_world: Path) -> AnyMALModel:
-    torch.manual_seed(0)
-    m = tiny_world / "models"
-    llm = CausalLM(pretrained=str(m / "tiny-lm"))
-    clip = f"local-dir:{m / 'tiny-clip'}"
-    encoders = {
-        "image": OpenCLIPImageEncoder(model_name=clip),
-        "audio": ClapAudioEncoder(pretrained=str(m / "tiny-clap")),
-        "video": OpenCLIPVideoEncoder(model_name=clip, frames_per_clip=2, clip_seconds=1.0),
-        "imu": IMUEncoder(pretrained=str(m / "tiny-imu")),
-    }
-    projectors = {
-        "image": PerceiverResampler(128, llm.hidden_size, num_latents=2, num_layers=1, num_heads=4),
-        "audio": LinearProjector(encoders["audio"].output_dim, llm.hidden_size, num_tokens=2),
-        "video": PerceiverResampler(128, llm.hidden_size, num_latents=2, num_layers=1, num_heads=4),
-        "imu": LinearProjector(encoders["imu"].output_dim, llm.hidden_size, num_tokens=2),
-    }
-    llm.requires_grad_(False)  # the projectors are what a bad record could poison; their gradients are checked
-    return AnyMALModel(llm, encoders, projectors)
+    model = build_four_modality_model(tiny_world, latents=2, audio_tokens=2, imu_tokens=2)
+    model.llm.requires_grad_(False)  # the projectors are what a bad record could poison; their gradients are checked
+    return model
 
 
 @pytest.fixture(scope="module")
