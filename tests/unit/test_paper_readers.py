@@ -56,7 +56,7 @@ def write_pictures(folder, names_colours):
 
 def test_textvqa_release_json(tmp_path):
     write_pictures(tmp_path / "train_images", {"0054c91397f2fe05.jpg": "red", "005635e119b9f32f.jpg": "blue"})
-    answers = ["nokia"] * 7 + ["Nokia", "nokia phone", "nokia"]
+    answers = ["Nokia"] + ["nokia"] * 7 + ["nokia phone", "samsung"]
     data = {"dataset_type": "val", "dataset_name": "textvqa", "dataset_version": "0.5.1", "data": [
         {"question": "what is the brand of phone?", "image_id": "0054c91397f2fe05", "image_classes": ["Mobile phone"],
          "flickr_original_url": "https://farm6.staticflickr.com/2891/9134076951_f65b421097_o.jpg", "image_width": 1024,
