@@ -223,6 +223,25 @@ def test_mmmu_release_rows(tmp_path):
         mmmu_records(tmp_path / "validation.jsonl", tmp_path / "img")
 
 
+def test_mmmu_release_parquet(tmp_path):
+    """The release's own parquet: pictures as image structs of raw bytes (skipped without pyarrow)."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    picture = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("id", pa.string()), ("question", pa.string()), ("options", pa.string()),
+                        ("answer", pa.string()), ("image_1", picture), ("image_2", picture),
+                        ("question_type", pa.string())])  # fmt: skip
+    rows = [{"id": "validation_Art_1", "question": "Compare <image 2> with <image 1>.", "options": "['same', 'not']",
+             "answer": "B", "image_1": {"bytes": png("red"), "path": "1.png"}, "image_2": {"bytes": png("blue"),
+             "path": None}, "question_type": "multiple-choice"}]  # fmt: skip
+    (tmp_path / "Art").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "Art" / "validation-00000-of-00001.parquet")
+    (record,) = mmmu_records([tmp_path / "Art" / "validation-00000-of-00001.parquet"], tmp_path / "img")
+    assert record["answer"] == "B" and record["category"] == "Art"
+    assert [colour_of(p) for p in record["image"]] == ["blue", "red"]
+
+
 def test_chartqa_splits(tmp_path):
     write_pictures(tmp_path / "test" / "png", {"two_col_1.png": "red", "multi_col_2.png": "blue"})
     (tmp_path / "test" / "test_human.json").write_text(json.dumps([
