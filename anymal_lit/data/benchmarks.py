@@ -206,6 +206,7 @@ def vqa_records(
                 "image_id": q["image_id"],
                 "image": str(path.resolve()),
                 "answers": answers,
+                "question": q["question"],
                 "answer_type": ann.get("answer_type", "other"),
                 "question_type": ann.get("question_type", ""),
                 "conversations": conversation(
@@ -256,6 +257,8 @@ def mmbench_records(tsv: str | Path, image_dir: str | Path, skip_bad: bool = Fal
                     "id": str(index),
                     "index": int(index),
                     "image": str(path.resolve()),
+                    "question": row["question"],
+                    **({"hint": hint} if hint else {}),
                     "options": options,
                     "answer": row["answer"],
                     "category": row.get("category", ""),

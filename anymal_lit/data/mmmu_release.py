@@ -7,7 +7,8 @@ answers), ``question_type`` (``multiple-choice`` / ``open``), ``image_1`` .. ``i
 ``topic_difficulty``, ``img_type``, ``explanation``). Pictures come as parquet image structs (``{bytes, path}``), raw
 bytes, base64 strings or file paths (relative to the rows' file). ``<image k>`` in the question and options becomes
 the kit's image placeholder at that spot (see :func:`~anymal_lit.data.vlmeval_tsv.place_image_references`), so a
-record holds as many pictures as its text mentions, in text order.
+record holds as many pictures as its text mentions, in text order; its ``question`` and ``options`` hold the
+placeholders too, so a prompt template rebuilding the user turn from them keeps every picture in place.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from anymal_lit.data.benchmarks import (
     multiple_choice_prompt,
 )
 from anymal_lit.data.records import RecordError
-from anymal_lit.data.vlmeval_tsv import place_image_references
+from anymal_lit.data.vlmeval_tsv import interleaved, place_image_references
 
 MAX_IMAGES = 7
 KEPT = ("question_type", "subfield", "topic_difficulty", "img_type")
@@ -151,7 +152,7 @@ def mmmu_records(
             question, shown = texts[0], dict(zip(options, texts[1:]))
             if multiple_choice:
                 user, target = multiple_choice_prompt(question, shown, None, mc_prompt), answer
-                fields = {"options": options, "answer": answer}
+                fields = {"options": shown, "answer": answer}
             else:
                 answers = _answers(row)
                 user, target = f"{question}\n{prompt}", answers[0]
@@ -162,6 +163,7 @@ def mmmu_records(
                     "id": rid,
                     "index": len(out),
                     **({"image": media if len(media) > 1 else media[0]} if media else {}),
+                    "question": prefix + question if interleaved(str(row["question"]), *options.values()) else question,
                     **fields,
                     "category": rid.split("_", 1)[1].rsplit("_", 1)[0] if rid.count("_") >= 2 else "",
                     **{k: row[k] for k in KEPT if row.get(k) is not None},

@@ -15,6 +15,9 @@ unless the question already does); rows without become open records (``answers: 
 question or options (MMMU) becomes the kit's image placeholder at that spot, the k-th picture its media; pictures
 the text does not mention go first. Every other column (``category``, ``l2-category``, ``split``, ``question_type``,
 ``answer_type``, ``precision``, ``unit``, ``skills``...) is kept in the record as written, for the metrics.
+
+Records also keep the bare ``question`` (and ``hint``) so a prompt template can rebuild the user turn; when the text
+places pictures with ``<image k>``, ``question`` and ``options`` hold the kit's placeholders where the pictures go.
 """
 
 from __future__ import annotations
@@ -83,6 +86,12 @@ def place_image_references(texts: list[str], count: int) -> tuple[list[str], str
     unmentioned = [k for k in range(count) if k not in referenced]
     prefix = "".join(f"{token}\n" for _ in unmentioned)
     return out, prefix, unmentioned + referenced
+
+
+def interleaved(*texts: str) -> bool:
+    """Whether the texts place pictures with ``<image k>`` (the record's ``question`` then holds the placeholders, all
+    of them, and a prompt template must not add its own)."""
+    return any(IMAGE_REFERENCE.search(text) for text in texts)
 
 
 def _pictures(row: dict, by_index: dict[str, str], image_dir: Path, image_root: Path) -> list[str]:
@@ -211,7 +220,7 @@ def vlmeval_tsv_records(
         complete = listed or row.get("question_type") in ("multi_choice", "free_form")  # MathVista's queries
         if options:
             user = question if listed else multiple_choice_prompt(question, shown, hint, mc_prompt)
-            record = {"options": options, "answer": letter, "answer_text": options[letter]}
+            record = {"options": shown, "answer": letter, "answer_text": options[letter]}
         else:
             user = "\n".join(t for t in (hint, question, None if complete else prompt) if t)
             record = {"answer": str(row["answer"]), "answers": [str(row["answer"])]}
@@ -220,6 +229,8 @@ def vlmeval_tsv_records(
                 "id": index,
                 "index": int(index),
                 "image": [pictures[k] for k in order] if len(order) > 1 else pictures[order[0]],
+                "question": prefix + question if interleaved(row["question"], *options.values()) else question,
+                **({"hint": hint} if hint else {}),
                 **record,
                 **_metadata(row),
                 "conversations": conversation(prefix + user, letter or str(row["answer"]), system),

@@ -89,6 +89,7 @@ def textvqa_records(
                 "id": str(row["question_id"]),
                 "image_id": row["image_id"],
                 "image": str(image.resolve()),
+                "question": row["question"],
                 "answers": answers,
                 "image_classes": row.get("image_classes", []),
                 "conversations": conversation(f"<image>\n{row['question']}\n{prompt}", _most_common(answers), system),
@@ -153,6 +154,7 @@ def vizwiz_records(
             {
                 "id": Path(row["image"]).stem,
                 "image": str(image.resolve()),
+                "question": row["question"],
                 "answers": answers,
                 "answerable": row.get("answerable"),
                 "answer_type": row.get("answer_type", "other"),
@@ -205,6 +207,7 @@ def chartqa_records(
             {
                 "id": f"{split}-{i}",
                 "image": str(image.resolve()),
+                "question": row["query"],
                 "answers": [label],
                 "split": split,
                 "conversations": conversation(f"<image>\n{row['query']}\n{prompt}", label, system),

@@ -142,8 +142,10 @@ def test_vlmeval_tsv_choice_open_multi_image_and_shared_rows(tmp_path):
         choice["conversations"][0]["value"]
         == "<image>\nLook closely.\nWhich colour is the square?\nA. red\nB. blue\n" + MC_PROMPT
     )
-    assert "hint" not in choice and "nan" not in shared["conversations"][0]["value"]
-    assert multi["options"] == {"A": "<image 1>", "B": "<image 2>"}  # the record keeps the release's text
+    assert "hint" not in shared and "nan" not in shared["conversations"][0]["value"]
+    assert multi["options"] == {"A": "<image>", "B": "<image>"} and multi["answer_text"] == "<image 2>"
+    assert multi["question"] == "<image> is left of <image>. Which is red?" and choice["hint"] == "Look closely."
+    assert choice["question"] == "Which colour is the square?"  # no placeholder: a template places the picture
     assert open_["answers"] == ["2"] and "options" not in open_ and open_["conversations"][-1]["value"] == "2"
     parsed = readable(records, tmp_path)
     assert colour_of(parsed[1].media[0][1]) == "red"  # the picture of the row its cell names
