@@ -225,8 +225,11 @@ def multiple_choice_prompt(
     return "\n".join(line for line in lines if line)
 
 
-def mmbench_records(tsv: str | Path, image_dir: str | Path, skip_bad: bool = False) -> list[dict]:
-    """The MMBench TSV -> records with ``index``, ``options``, ``answer``, ``category``; images decoded to files."""
+def mmbench_records(
+    tsv: str | Path, image_dir: str | Path, skip_bad: bool = False, prompt: str = MC_PROMPT, system: str | None = None
+) -> list[dict]:
+    """The MMBench TSV -> records with ``index``, ``options``, ``answer``, ``category``; images decoded to files
+    (``prompt``: the instruction after the options; ``system``: an optional system message)."""
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     csv.field_size_limit(sys.maxsize)
@@ -251,7 +254,7 @@ def mmbench_records(tsv: str | Path, image_dir: str | Path, skip_bad: bool = Fal
                     bad.bad(index, str(err))
                     continue
             hint = row.get("hint") if row.get("hint") not in (None, "", "nan") else None
-            prompt = multiple_choice_prompt(row["question"], options, hint)
+            user = multiple_choice_prompt(row["question"], options, hint, prompt)
             out.append(
                 {
                     "id": str(index),
@@ -262,10 +265,7 @@ def mmbench_records(tsv: str | Path, image_dir: str | Path, skip_bad: bool = Fal
                     "options": options,
                     "answer": row["answer"],
                     "category": row.get("category", ""),
-                    "conversations": [
-                        {"from": "human", "value": f"<image>\n{prompt}"},
-                        {"from": "gpt", "value": row["answer"]},
-                    ],
+                    "conversations": conversation(f"<image>\n{user}", row["answer"], system),
                 }
             )
     return bad.done(out)
