@@ -355,7 +355,7 @@ def write_paper_benchmarks(root: str | Path, rng: np.random.Generator, count: in
         "mmmu_tsv": vlmeval_tsv.vlmeval_tsv_records(mmmu_tsv, f["vlmeval"] / "decoded_mmmu"),
         "mathvista": vlmeval_tsv.vlmeval_tsv_records(mathvista, f["vlmeval"] / "decoded"),
         "mmmu": mmmu_release.mmmu_records(write_mmmu_release(f["mmmu"], pictures, rng), f["mmmu"] / "decoded"),
-        "chartqa": chartqa_records_both(human, augmented),
+        "chartqa": _chartqa_both(human, augmented),
         "egoschema": video_qa_readers.egoschema_records(ego_q, ego_a, f["egoschema"] / "videos"),
         "mvbench": video_qa_readers.mvbench_records(
             write_mvbench(f["mvbench"], videos, rng), f["mvbench"] / "video", TOY_MVBENCH_TASKS
@@ -365,6 +365,6 @@ def write_paper_benchmarks(root: str | Path, rng: np.random.Generator, count: in
     return {name: write_jsonl(rows, out / f"{name}.jsonl") for name, rows in records.items()}
 
 
-def chartqa_records_both(human: Path, augmented: Path) -> list[dict]:
+def _chartqa_both(human: Path, augmented: Path) -> list[dict]:
     """ChartQA's two test splits as one record list (``split`` tells them apart)."""
     return vqa_readers.chartqa_records(human) + vqa_readers.chartqa_records(augmented)
