@@ -18,6 +18,9 @@ from anymal_lit.data.records import Record, read_records
 from anymal_lit.encoders.base import MediaProcessor, ModalityEncoder
 from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
 
+DEFAULT_BATCH_SIZE = 16
+"""Samples per batch unless a data module is told otherwise."""
+
 
 class ConversationDataModule(L.LightningDataModule):
     """Train/val/test/predict files of conversations with media: JSONL or a JSON array of records (LLaVA's
@@ -61,7 +64,7 @@ class ConversationDataModule(L.LightningDataModule):
         val_file: str | None = None,
         test_file: str | None = None,
         predict_file: str | None = None,
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         max_length: int | None = None,
