@@ -333,13 +333,14 @@ def test_hateful_memes_jsonl(tmp_path):
     assert len(readable(records, tmp_path)) == 2
 
 
-def test_toy_world_writes_each_format_and_reads_it_back(tmp_path):
-    """The toy-world writers on a few synthetic scenes and videos: every benchmark's files read back into records
-    whose references are true of the scene."""
+@pytest.fixture(scope="module")
+def toy_files(tmp_path_factory):
+    """The toy-world writers on a few synthetic scenes and videos (not a whole world): root, name -> JSONL, movies."""
     from anymal_lit.toyworld import shapes, signals
     from anymal_lit.toyworld.benchmark_files import write_paper_benchmarks
     from anymal_lit.toyworld.media_world import write_video
 
+    tmp_path = tmp_path_factory.mktemp("toy")
     rng = np.random.default_rng(0)
     (tmp_path / "images" / "val").mkdir(parents=True)
     (tmp_path / "video" / "val").mkdir(parents=True)
@@ -353,7 +354,12 @@ def test_toy_world_writes_each_format_and_reads_it_back(tmp_path):
         movies[str(i)] = movie.attributes()
     (tmp_path / "image_scenes_val.json").write_text(json.dumps(scenes))
     (tmp_path / "video_scenes_val.json").write_text(json.dumps(movies))
-    written = write_paper_benchmarks(tmp_path, np.random.default_rng(1), count=4)
+    return tmp_path, write_paper_benchmarks(tmp_path, np.random.default_rng(1), count=4), movies
+
+
+def test_toy_world_writes_each_format_and_reads_it_back(toy_files):
+    """Every benchmark's toy files read back into records whose references are true of the scene."""
+    _, written, movies = toy_files
     counts = {}
     for name, path in written.items():
         records = read_records(path, DEFAULT_PLACEHOLDERS, require_response=False)
@@ -371,3 +377,35 @@ def test_toy_world_writes_each_format_and_reads_it_back(tmp_path):
     assert [r["answers"][0] for r in lines("vizwiz")][2] == "unanswerable"
     for record in lines("ai2d"):
         assert record["options"][record["answer"]] in record["conversations"][0]["value"]
+
+
+def test_convert_reads_each_new_format(toy_files, tmp_path):
+    """``anymal-lit convert <format>`` on the toy world's files gives the records the readers give."""
+    from anymal_lit.cli import main
+
+    root, written, _ = toy_files
+    pb = root / "paper_benchmarks"
+    runs = {
+        "textvqa": ["--questions", pb / "textvqa/TextVQA_0.5.1_val.json", "--images", pb / "textvqa/train_images"],
+        "okvqa": ["--questions", pb / "okvqa/OpenEnded_mscoco_val2014_questions.json", "--annotations",
+                  pb / "okvqa/mscoco_val2014_annotations.json", "--images", pb / "okvqa/val2014"],
+        "vizwiz": ["--annotations", pb / "vizwiz/val.json", "--images", pb / "vizwiz/val"],
+        "chartqa": ["--data", pb / "chartqa/test/test_human.json", pb / "chartqa/test/test_augmented.json"],
+        "hateful-memes": ["--data", pb / "hateful_memes/dev_seen.jsonl"],
+        "vlmeval-tsv": ["--tsv", pb / "vlmeval/MathVista_MINI.tsv", "--images", tmp_path / "decoded"],
+        "mmmu": ["--data", pb / "mmmu/Toy_Shapes/validation.jsonl", "--images", tmp_path / "mmmu"],
+        "egoschema": ["--questions", pb / "egoschema/questions.json", "--videos", pb / "egoschema/videos",
+                      "--annotations", pb / "egoschema/subset_answers.json", "--unanswered", "keep"],
+        "mvbench": ["--data", pb / "mvbench/json", "--videos", pb / "mvbench/video", "--tasks", "Moving Direction"],
+    }  # fmt: skip
+    expected = {"textvqa": 4, "okvqa": 4, "vizwiz": 4, "chartqa": 4, "hateful-memes": 4, "vlmeval-tsv": 4, "mmmu": 4,
+                "egoschema": 4, "mvbench": 2}  # fmt: skip
+    for name, args in runs.items():
+        out = tmp_path / f"{name}.jsonl"
+        main(["convert", name, "--out", str(out), *map(str, args)])
+        records = read_records(out, DEFAULT_PLACEHOLDERS, require_response=False)
+        assert len(records) == expected[name], name
+    answers = [json.loads(x)["answers"] for x in (tmp_path / "vizwiz.jsonl").read_text().splitlines()]
+    assert answers == [json.loads(x)["answers"] for x in written["vizwiz"].read_text().splitlines()]
+    with pytest.raises(SystemExit):
+        main(["convert", "mvbench", "--out", str(tmp_path / "x.jsonl"), "--data", str(pb / "mvbench/json")])
