@@ -94,6 +94,8 @@ def test_mmmu_short_answers_never_match_option_text_and_fall_back_to_the_seeded_
     # the official module seeds random with 42 once: its 4 draws over A-D are A, A, C, B -> one lucky C
     assert scores["random_fallback"] == 4
     assert scores["accuracy"] == pytest.approx(2 / 5)
+    drawn = [{**r, "answer": a} for r, a in zip(records[:2] + records[3:], "AACB")]
+    assert mmmu_scores(drawn)["accuracy"] == 1.0  # exactly that sequence, in record order
 
 
 @pytest.mark.parametrize(
@@ -104,7 +106,7 @@ def test_mmmu_short_answers_never_match_option_text_and_fall_back_to_the_seeded_
         ("x = 2.5", "2.5", True),  # "=" counts in the last sentence
         ("It is 12.\nTherefore the length is 7", "12", True),  # every sentence's tail is a candidate
         ("The answer is Paris, the capital", "paris", True),  # gold string inside a candidate string
-        ("The answer is a", "b", False),  # single characters are padded: " b" / "b " not in " a"...
+        ("The answer is cat", "a", False),  # a one-character gold is padded (" a" / "a "): no match inside "cat"
         ("The answer is 7", "70", False),
     ],
 )
