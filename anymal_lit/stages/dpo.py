@@ -54,6 +54,8 @@ class DPOStage(SFTStage):
         lora_dropout: Dropout on the LoRA branch.
         lora_target_modules: peft ``target_modules`` (must match the SFT export).
         train_projectors: Also train the projectors (frozen by default: it kept task scores stable on the toy world).
+        neftune_alpha: NEFTune noise on the policy's text embeddings (paper: 10; 0 disables it). The reference
+            forward never gets noise: it stands for the SFT model's distribution, not a training sample of it.
     """
 
     stage_name = "dpo"
@@ -75,12 +77,13 @@ class DPOStage(SFTStage):
         lora_dropout: float = 0.05,
         lora_target_modules: str | list[str] = "all-linear",
         train_projectors: bool = False,
+        neftune_alpha: float = 0.0,
     ) -> None:
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
         super().__init__(
             model, lr, weight_decay, betas, warmup_steps, final_lr_ratio, init_from,
-            lora_r, lora_alpha, lora_dropout, lora_target_modules, neftune_alpha=0.0,
+            lora_r, lora_alpha, lora_dropout, lora_target_modules, neftune_alpha=neftune_alpha,
             train_projectors=train_projectors,
         )  # fmt: skip
         self.beta, self.label_smoothing, self.reference = beta, label_smoothing, reference
