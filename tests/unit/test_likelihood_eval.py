@@ -16,6 +16,7 @@ from anymal_lit.data.records import Record
 from anymal_lit.inference.likelihood import candidate_records, score_candidates
 from anymal_lit.losses import IGNORE_INDEX, sequence_logps
 from anymal_lit.metrics.ranking import binary_scores
+from anymal_lit.stages.base import AnyMALStage
 from tests.conftest import REPO
 
 TINY_LM = REPO / "anymal_lit" / "toyworld" / "assets" / "tiny-lm"
@@ -26,14 +27,13 @@ TINY_CLIP = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A random 2-layer Llama on the kit's tiny tokenizer, a random 1-layer CLIP and three coloured images."""
+def build_tiny(folder) -> SimpleNamespace:
+    """A random 2-layer Llama on the kit's tiny tokenizer, a random 1-layer CLIP and four coloured images in
+    ``folder`` (the same weights in every process: seeded)."""
     from anymal_lit import AnyMALModel, CausalLM
     from anymal_lit.encoders import OpenCLIPImageEncoder
     from anymal_lit.projectors import LinearProjector
 
-    folder = tmp_path_factory.mktemp("likelihood")
     (folder / "clip.json").write_text(json.dumps(TINY_CLIP))
     torch.manual_seed(0)
     llm = CausalLM(
@@ -47,6 +47,11 @@ def tiny(tmp_path_factory):
     for i, colour in enumerate(["red", "blue", "green", "white"]):
         Image.new("RGB", (40, 40), colour).save(folder / f"img{i}.png")
     return SimpleNamespace(model=model, folder=folder, chat=ChatTokenizer(llm.tokenizer))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("likelihood"))
 
 
 def _meme(folder, i: int, text: str) -> Record:
@@ -73,20 +78,21 @@ def test_batched_candidate_scores_match_single_candidate_forwards(tiny):
         assert len(set(counts)) > 1 or len(options) == 2  # "maybe not" is longer: the mean differs from the sum
 
 
-def _evaluate(tiny, tmp_path, callback, lines):
+def _evaluate(tiny, tmp_path, callback, lines, rank=0, world=1, skip_bad_records=False):
     from anymal_lit.data import ConversationDataModule
 
-    data = tiny.folder / f"{callback.name}.jsonl"
+    data = tiny.folder / f"{callback.name}_rank{rank}.jsonl"  # ranks of a multi-process test write their own
     data.write_text("".join(json.dumps(line) + "\n" for line in lines))
     callback.data = str(data)
     llm = tiny.model.llm
-    datamodule = ConversationDataModule()
+    datamodule = ConversationDataModule(skip_bad_records=skip_bad_records)
     placeholders = {m: llm.tokenizer.convert_ids_to_tokens(i) for m, i in llm.placeholder_ids.items()}
     datamodule.bind(llm.tokenizer, tiny.model.media_processors(), placeholders)
-    trainer = SimpleNamespace(datamodule=datamodule, global_rank=0, world_size=1, log_dir=str(tmp_path),
+    trainer = SimpleNamespace(datamodule=datamodule, global_rank=rank, world_size=world, log_dir=str(tmp_path),
                               default_root_dir=str(tmp_path), logger=None)  # fmt: skip
     module = torch.nn.Module()
     module.model, module.device, module.stage_name = tiny.model, torch.device("cpu"), "sft"
+    module.placeholder_batch = lambda: AnyMALStage.placeholder_batch(module)
     module.train()
     scores = callback.evaluate(trainer, module)
     assert module.training  # the module's mode is restored
@@ -130,3 +136,31 @@ def test_callback_refuses_records_without_labels(tiny, tmp_path):
     lines = [{"id": "m0", "image": "img0.png", "messages": [{"role": "user", "content": "<image> hateful?"}]}]
     with pytest.raises(ValueError, match="'m0'.*needs \\['label'\\]"):
         _evaluate(tiny, tmp_path, LikelihoodEvalCallback("", name="nolabel"), lines)
+
+
+MEMES = [{"id": f"m{i}", "image": image, "messages": [{"role": "user", "content": "<image>"}], "text": f"text {i}",
+          "label": label} for i, (image, label) in enumerate(
+              [("img0.png", 0), ("img1.png", 1), ("img2.png", 1), ("broken.png", 0), ("img3.png", 0)])]  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_processes_score_what_one_does(tiny, tmp_path):
+    """Rank 0 scores m0, m2, m4 and rank 1 m1, m3 (broken: skipped, a placeholder forward instead) and m0 again (the
+    padding repeat, counted once); the gathered scores equal one process's."""
+    import os
+    import subprocess
+    import sys
+
+    (tiny.folder / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "lines.json").write_text(json.dumps(MEMES))
+    one, _ = _evaluate(tiny, tmp_path, LikelihoodEvalCallback("", name="memes", prompt="hateful_memes"), MEMES,
+                       skip_bad_records=True)  # fmt: skip
+    script = REPO / "tests/integration/scripts/likelihood_ddp.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tmp_path / "ranks"), str(tmp_path / "lines.json"), str(tmp_path / "out.json")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((tmp_path / "out.json").read_text())
+    assert two == pytest.approx(one, abs=1e-6) and one["num_records"] == 4
