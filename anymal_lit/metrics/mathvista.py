@@ -27,7 +27,7 @@ from anymal_lit.metrics.gather import RowMetric
 
 QUICK_ANSWER = re.compile(r'The answer is "(.*)"\.')
 BRACKETED_LETTER = re.compile(r"\(([a-zA-Z])\)")
-ANSWER_LETTER = re.compile(r"(?i)answer\s*(?:is|:)?\s*\(?([A-Z])\)?(?![A-Za-z])")
+ANSWER_LETTER = re.compile(r"(?i:answer)\s*(?:(?i:is)|:)?\s*\(?([A-Z])\)?(?![A-Za-z])")  # "is a ..." is no letter
 NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
 
 

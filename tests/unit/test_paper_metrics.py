@@ -160,12 +160,18 @@ def test_mathvista_reports_the_rules_and_the_path_without_its_llm():
         _mv('The answer is "2.50".', "2.5", atype="float", precision=1),  # quick rule: both right
         _mv("Counting them, there are 14 apples.", "14"),  # needs the LLM upstream: only the kit's rules
         _mv("The answer is (D).", "11", "multi_choice", "text", CHOICES, category="geometry"),  # likewise
+        _mv("The Answer: C", "7", "multi_choice", "text", CHOICES),  # likewise
     ]
     scores = mathvista_scores(records)
     assert scores["accuracy"] == 1.0
-    assert scores["accuracy_no_llm"] == pytest.approx(3 / 5)
-    assert scores["needs_llm"] == pytest.approx(2 / 5)
+    assert scores["accuracy_no_llm"] == pytest.approx(3 / 6)
+    assert scores["needs_llm"] == pytest.approx(3 / 6)
     assert scores["accuracy/geometry"] == 1.0
+    # "is a" is an article, not option A: the text goes to the nearest option instead
+    words = ["a triangle", "a square", "a circle"]
+    assert (
+        mathvista_scores([_mv("The answer is a square.", "a square", "multi_choice", "text", words)])["accuracy"] == 1
+    )
 
 
 # ---- Multiple choice per category (AI2D, EgoSchema, MVBench) --------------------------------------------------------
