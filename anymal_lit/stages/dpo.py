@@ -36,8 +36,8 @@ class DPOStage(SFTStage):
       reference forward at all.
 
     Loss per pair (``anymal_lit.losses.dpo_loss``): ``-(1-eps) log sigma(beta h) - eps log sigma(-beta h)``, with
-    sequence log-probs summed over response tokens. Schedule: linear warm-up (paper: 20 steps), then linear decay to
-    ``final_lr_ratio`` (paper: 2/3) of the peak LR (paper: 1e-5).
+    sequence log-probs summed over response tokens. Schedule (the default ``optimizer``): linear warm-up (paper: 20
+    steps), then linear decay to 2/3 of the peak LR (paper: 1e-5).
 
     Args:
         model: The AnyMAL model.
@@ -48,6 +48,8 @@ class DPOStage(SFTStage):
         reference: ``adapter`` or ``precomputed`` (see above).
         lora: The LoRA adapters (rank, alpha and target modules must match the SFT export).
         train_projectors: Also train the projectors (frozen by default: it kept task scores stable on the toy world).
+        neftune_alpha: NEFTune noise on the policy's text embeddings (paper: 10; 0 disables it). The reference
+            forward never gets noise: it stands for the SFT model's distribution, not a training sample of it.
     """
 
     stage_name = "dpo"
@@ -62,10 +64,11 @@ class DPOStage(SFTStage):
         reference: str = "adapter",
         lora: LoRASettings = LoRASettings(),
         train_projectors: bool = False,
+        neftune_alpha: float = 0.0,
     ) -> None:
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
-        super().__init__(model, optimizer, init_from, lora, neftune_alpha=0.0, train_projectors=train_projectors)
+        super().__init__(model, optimizer, init_from, lora, neftune_alpha, train_projectors)
         self.beta, self.label_smoothing, self.reference = beta, label_smoothing, reference
         self.reference_model: DPOReference = (
             FrozenAdapterReference(self.model, copy_projectors=train_projectors)
