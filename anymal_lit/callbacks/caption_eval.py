@@ -17,8 +17,10 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from anymal_lit.callbacks.scorecard import update_scorecard
+from anymal_lit.data.prompts import get_prompt
 from anymal_lit.encoders import MediaError, decode_frames, load_audio
 from anymal_lit.metrics.caption import CaptionMetric
+from anymal_lit.metrics.json_caption import JSONCaptionMetric
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class GenerationEvalCallback(L.Callback):
         num_logged_samples: Predictions shown in TensorBoard.
         scorecard: JSON scorecard to merge the scores into (None: don't write one).
         predictions_dir: Where predictions are written (default: the logger's folder).
+        prompt: A task template of :mod:`anymal_lit.data.prompts` (e.g. ``vqa``, ``coco_caption``: the paper's
+            system and user messages) that replaces each record's question; None keeps the records' own.
     """
 
     default_max_new_tokens = 8
@@ -66,7 +70,11 @@ class GenerationEvalCallback(L.Callback):
         num_logged_samples: int = 4,
         scorecard: str | None = None,
         predictions_dir: str | None = None,
+        prompt: str | None = None,
     ) -> None:
+        if prompt is not None:
+            get_prompt(prompt)  # an unknown name fails here, at configuration, not after an epoch of training
+        self.prompt = prompt
         self.data = data
         self.name = name
         self.every_n_epochs = every_n_epochs
@@ -107,7 +115,7 @@ class GenerationEvalCallback(L.Callback):
     # ---- evaluation ----------------------------------------------------------------------------------------------
     def _loader(self, trainer: L.Trainer) -> DataLoader:
         datamodule = trainer.datamodule
-        loader = datamodule.dataloader(self.data, self.batch_size, generation=True)
+        loader = datamodule.dataloader(self.data, self.batch_size, generation=True, prompt=self.prompt)
         dataset = loader.dataset
         indices = list(range(len(dataset) if self.limit is None else min(self.limit, len(dataset))))
         # each process takes every world_size-th record; the metric gathers them all before scoring. Every share is
@@ -254,6 +262,8 @@ class CaptionEvalCallback(GenerationEvalCallback):
         self.with_meteor = with_meteor
 
     def new_metric(self) -> CaptionMetric:
+        if self.prompt is not None and get_prompt(self.prompt).answer_format == "json_caption":
+            return JSONCaptionMetric(with_meteor=self.with_meteor)  # the caption is read out of the JSON answer
         return CaptionMetric(with_meteor=self.with_meteor)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, suffix: str = "") -> dict[str, float]:

@@ -178,7 +178,7 @@ def get_prompt(name: str) -> PromptTemplate:
     """The template called ``name`` (or an alias); a clear error listing the names otherwise."""
     key = ALIASES.get(name, name)
     if key not in PROMPTS:
-        raise KeyError(f"unknown prompt {name!r}; known: {sorted(PROMPTS)} and aliases {sorted(ALIASES)}")
+        raise ValueError(f"unknown prompt {name!r}; known: {sorted(PROMPTS)} and aliases {sorted(ALIASES)}")
     return PROMPTS[key]
 
 

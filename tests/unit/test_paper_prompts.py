@@ -43,7 +43,7 @@ def test_every_template_is_marked_verbatim_or_reconstructed_and_renders():
     assert "Options: A. one\nB. two" in render_prompt("mmbench", **fields)[1]["content"]
     with pytest.raises(KeyError, match="question"):
         render_prompt("vqa")
-    with pytest.raises(KeyError, match="unknown prompt"):
+    with pytest.raises(ValueError, match="unknown prompt"):
         get_prompt("no_such_task")
 
 

@@ -103,7 +103,7 @@ def test_imu_recipe_uses_an_8b_llm(tmp_path):
     projector = model["projectors"]["imu"]
     assert projector["class_path"].endswith("LinearProjector") and projector["init_args"]["num_tokens"] == 32
     assert projector["init_args"]["out_dim"] == 4096  # the 8B LLM's hidden size
-    assert global_batch(config) == 256 and config["model"]["init_args"]["lr"] == 1e-4  # v1's IMU row
+    assert global_batch(config) == 256 and config["model"]["init_args"]["optimizer"]["lr"] == 1e-4  # v1 IMU row
 
 
 def test_dpo_neftune_noises_the_policy_and_never_the_reference():
