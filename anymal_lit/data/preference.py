@@ -122,10 +122,12 @@ class PreferenceDataModule(ConversationDataModule):
             log.warning("%s: skipped %d of %d preference records", path, len(records) - len(good), len(records))
         return good
 
-    def dataset(self, path: str, generation: bool = False) -> ConversationDataset:
-        base = super().dataset(path, generation=True)  # prompts: no final response required
+    def dataset(self, path: str, generation: bool = False, prompt: str | None = None) -> ConversationDataset:
+        base = super().dataset(path, generation=True, prompt=prompt)  # prompts: no final response required
         if generation:  # plain prompts (e.g. a QA set scored by a callback during DPO)
             return base
+        if prompt is not None:
+            raise ValueError(f"{path}: a prompt template applies to generation sets, not to preference pairs")
         records = self.preference_records(path)
         return PreferenceDataset(records, base.chat, base.processors, False, base.skip_bad_records)
 
