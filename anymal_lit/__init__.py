@@ -4,7 +4,7 @@ from typing import Any
 
 from anymal_lit.models import AnyMALModel, CausalLM
 
-__all__ = ["AnyMALModel", "CausalLM", "chat", "load_model"]
+__all__ = ["AnyMALModel", "CausalLM", "chat", "load_model", "merge_exports"]
 __version__ = "0.1.0"
 
 
@@ -14,4 +14,8 @@ def __getattr__(name: str) -> Any:
         from anymal_lit import inference
 
         return getattr(inference, name)
+    if name == "merge_exports":
+        from anymal_lit.inference.merging import merge_exports
+
+        return merge_exports
     raise AttributeError(f"module 'anymal_lit' has no attribute {name!r}")

@@ -1,0 +1,222 @@
+"""Merging stage exports (``anymal_lit.merge_exports``, ``anymal-lit merge``) on tiny exports made here: the shipped
+tiny LM, a small random IMU encoder saved to disk, a linear projector, random LoRA adapters on q/v."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import anymal_lit
+from anymal_lit.stages.export import write_export
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_LM = REPO / "anymal_lit" / "toyworld" / "assets" / "tiny-lm"
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+
+
+def model_config(imu_dir: Path, num_tokens: int = 2, llm: Path = TINY_LM) -> dict:
+    return {
+        "class_path": "anymal_lit.AnyMALModel",
+        "init_args": {
+            "llm": {"class_path": "anymal_lit.CausalLM", "init_args": {"pretrained": str(llm)}},
+            "encoders": {"imu": {"class_path": "anymal_lit.encoders.IMUEncoder",
+                                 "init_args": {"pretrained": str(imu_dir)}}},
+            "projectors": {"imu": {"class_path": "anymal_lit.projectors.LinearProjector",
+                                   "init_args": {"in_dim": 32, "out_dim": 128, "num_tokens": num_tokens}}},
+        },
+    }  # fmt: skip
+
+
+def make_export(folder: Path, imu_dir: Path, seed: int, lora: dict | None = LORA, **config_args) -> Path:
+    """An export of the tiny model with random projector (and LoRA) weights drawn from ``seed``."""
+    from anymal_lit.inference.model_config import build_model
+    from anymal_lit.models.lora import add_lora
+
+    config = model_config(imu_dir, **config_args)
+    model = build_model(copy.deepcopy(config))
+    if lora:
+        add_lora(model.llm, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"],
+                 target_modules=lora["target_modules"])  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, param in model.named_parameters():
+        if name.startswith("projectors.") or "lora_" in name:
+            state[name] = param.detach() + 0.2 * torch.randn(param.shape, generator=generator)
+    meta = {"stage": "sft" if lora else "align", "global_step": 1, "modalities": ["imu"], "model": config}
+    if lora:
+        meta["lora"] = lora
+    return write_export(state, folder, meta)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from anymal_lit.encoders import IMUEncoder
+
+    root = tmp_path_factory.mktemp("merge")
+    torch.manual_seed(0)
+    imu = root / "imu"
+    IMUEncoder(width=32, layers=1, heads=2).save_pretrained(imu)
+    return {
+        "imu": imu,
+        "align": make_export(root / "align", imu, seed=0, lora=None),
+        "a": make_export(root / "a", imu, seed=1),
+        "b": make_export(root / "b", imu, seed=2),
+    }
+
+
+def imu_batch(model, seed: int = 0) -> dict:
+    tokenizer = model.llm.tokenizer
+    prompts = ["<imu>\nWhat am I doing?", "Describe this: <imu>"]
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True) for p in prompts]  # fmt: skip
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+    pieces = torch.randn(2, 6, 100, generator=torch.Generator().manual_seed(seed))
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "ids": ["0", "1"],
+            "media": {"imu": {"pieces": pieces, "counts": torch.tensor([1, 1])}}}  # fmt: skip
+
+
+def generations(export: Path) -> tuple[list[str], torch.Tensor]:
+    model = anymal_lit.load_model(export)
+    batch = imu_batch(model)
+    return model.generate(batch, max_new_tokens=12), model(batch)["logits"]
+
+
+def lora_updates(tensors: dict[str, torch.Tensor], lora: dict) -> dict[str, torch.Tensor]:
+    """Module -> its update ``alpha / r * B @ A``."""
+    scale = lora["alpha"] / lora["r"]
+    return {k.replace(".lora_A.", "."): scale * tensors[k.replace("lora_A", "lora_B")] @ v
+            for k, v in tensors.items() if ".lora_A." in k}  # fmt: skip
+
+
+def test_interpolation_end_points_reproduce_each_parent(exports, tmp_path):
+    from anymal_lit.inference.merging import write_merged_export
+
+    for weights, parent in (([1.0, 0.0], "a"), ([0.0, 1.0], "b")):
+        merged = write_merged_export([exports["a"], exports["b"]], weights, tmp_path / parent)
+        texts, logits = generations(merged)
+        parent_texts, parent_logits = generations(exports[parent])
+        assert texts == parent_texts, (weights, texts, parent_texts)
+        torch.testing.assert_close(logits, parent_logits, rtol=0, atol=1e-5)
+    other_texts, _ = generations(exports["b"])
+    assert generations(exports["a"])[0] != other_texts  # the parents do differ, so the check means something
+
+
+def test_linear_merge_of_projectors_is_the_weighted_average(exports):
+    merged = anymal_lit.merge_exports([exports["a"], exports["b"]], [0.3, 0.7])
+    a, b = (load_file(str(exports[k] / "trainable.safetensors")) for k in "ab")
+    names = [k for k in a if k.startswith("projectors.")]
+    assert names
+    for name in names:
+        torch.testing.assert_close(merged[name], 0.3 * a[name] + 0.7 * b[name], rtol=0, atol=1e-6)
+
+
+def test_linear_merge_of_lora_is_the_weighted_sum_of_updates(exports, capsys):
+    a, b = (load_file(str(exports[k] / "trainable.safetensors")) for k in "ab")
+    merged = anymal_lit.merge_exports([exports["a"], exports["b"]], [0.3, 0.7])
+    stacked = {**LORA, "r": 2 * LORA["r"], "alpha": 2 * LORA["alpha"]}  # the rank and alpha the merge records
+    got = lora_updates(merged, stacked)
+    want = {k: 0.3 * u + 0.7 * lora_updates(b, LORA)[k] for k, u in lora_updates(a, LORA).items()}
+    assert set(got) == set(want) and len(got) == 8  # q and v of 4 layers
+    error = max(float((got[k] - want[k]).abs().max()) for k in want)
+    naive = {k: (0.3 * a[k] + 0.7 * b[k]) for k in a if "lora_" in k}  # averaging A and B apart: not the update
+    naive_error = max(float((u - want[k]).abs().max()) for k, u in lora_updates(naive, LORA).items())
+    with capsys.disabled():
+        print(
+            f"\nLoRA linear merge: max |update - weighted sum| = {error:.2e} (A, B averaged apart: {naive_error:.2e})"
+        )
+    assert error < 1e-5 and naive_error > 1e-2
+
+
+def test_ties_and_dare_merge_against_a_base(exports, tmp_path):
+    from anymal_lit.inference.merging import write_merged_export
+
+    with pytest.raises(ValueError, match="needs a base"):
+        anymal_lit.merge_exports([exports["a"], exports["b"]], [0.5, 0.5], method="ties")
+    merged = write_merged_export([exports["a"], exports["b"]], [1.0, 1.0], tmp_path / "ties", method="ties",
+                                 base=exports["align"], density=1.0)  # fmt: skip
+    meta = json.loads((merged / "export.json").read_text())
+    assert meta["merge"]["base"] == str(exports["align"].resolve()) and meta["merge"]["lora_combination"] == "svd"
+    # density 1 and two parents: TIES keeps every entry and takes the mean of those agreeing with the elected sign
+    tensors = load_file(str(merged / "trainable.safetensors"))
+    a, b, base = (load_file(str(exports[k] / "trainable.safetensors")) for k in ("a", "b", "align"))
+    name = "projectors.imu.proj.weight"
+    da, db = a[name] - base[name], b[name] - base[name]
+    agree = torch.sign(da) == torch.sign(db)
+    want = base[name] + torch.where(agree, (da + db) / 2, torch.where((da + db) >= 0, da.clamp(min=0) + db.clamp(min=0),
+                                                                      da.clamp(max=0) + db.clamp(max=0)))  # fmt: skip
+    torch.testing.assert_close(tensors[name], want, rtol=0, atol=1e-5)
+    # TIES's sign election is element-wise: the merged update is no longer low-rank, the SVD's error says how far
+    assert 0.0 < meta["merge"]["lora_svd_error"] < 1.0
+    anymal_lit.load_model(merged)
+    # DARE at density 1 is the plain weighted sum, which rank 2r holds exactly: the SVD path loses nothing then
+    merged = write_merged_export([exports["a"], exports["b"]], [0.3, 0.7], tmp_path / "dare", method="dare_linear",
+                                 base=exports["align"], density=1.0)  # fmt: skip
+    assert json.loads((merged / "export.json").read_text())["merge"]["lora_svd_error"] < 1e-5
+    got = lora_updates(load_file(str(merged / "trainable.safetensors")), {**LORA, "r": 8, "alpha": 16})
+    want = {k: 0.3 * u + 0.7 * lora_updates(b, LORA)[k] for k, u in lora_updates(a, LORA).items()}
+    assert max(float((got[k] - want[k]).abs().max()) for k in want) < 1e-5
+    dare = anymal_lit.merge_exports([exports["a"], exports["b"]], [0.5, 0.5], "dare_ties", exports["align"])
+    again = anymal_lit.merge_exports([exports["a"], exports["b"]], [0.5, 0.5], "dare_ties", exports["align"])
+    assert all(torch.equal(dare[k], again[k]) for k in dare)  # DARE's drops are seeded: a merge is reproducible
+
+
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        ({"lora": {**LORA, "r": 2}}, r"LoRA settings \(r: 4 vs 2\)"),
+        ({"lora": {**LORA, "target_modules": ["q_proj"]}}, r"LoRA settings \(target_modules"),
+        ({"lora": None}, "LoRA"),
+        ({"num_tokens": 3}, r"projectors \(imu.init_args.num_tokens: 2 vs 3\)"),
+        ({"llm": "other-lm"}, r"base LLM \(init_args.pretrained"),
+        ({"modalities": ["imu", "audio"]}, "modalities"),
+    ],
+)
+def test_exports_of_different_models_are_refused_naming_the_difference(exports, tmp_path, variant, message):
+    if "modalities" in variant:
+        other = make_export(tmp_path / "x", exports["imu"], seed=3)
+        meta = json.loads((other / "export.json").read_text())
+        (other / "export.json").write_text(json.dumps({**meta, "modalities": variant["modalities"]}))
+    elif "llm" in variant:
+        llm = tmp_path / variant["llm"]
+        llm.symlink_to(TINY_LM)  # the same files under another name: refused all the same (another LLM)
+        other = make_export(tmp_path / "x", exports["imu"], seed=3, llm=llm)
+    else:
+        other = make_export(tmp_path / "x", exports["imu"], seed=3, **variant)
+    with pytest.raises(ValueError, match=message):
+        anymal_lit.merge_exports([exports["a"], other], [0.5, 0.5])
+
+
+def test_merge_command_writes_an_export_that_loads_and_continues(exports, tmp_path):
+    from anymal_lit.commands import merge
+
+    parser = argparse.ArgumentParser()
+    merge.add_arguments(parser)
+    out = tmp_path / "m"
+    merge.run(parser.parse_args(["--exports", str(exports["a"]), str(exports["b"]), "--weights", "0.5", "0.5",
+                                 "--out", str(out)]))  # fmt: skip
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["merge"]["parents"] == [str(exports["a"].resolve()), str(exports["b"].resolve())]
+    assert meta["merge"]["weights"] == [0.5, 0.5] and meta["merge"]["method"] == "linear"
+    assert meta["lora"]["r"] == 2 * LORA["r"] and meta["lora"]["alpha"] == 2 * LORA["alpha"]
+    model = anymal_lit.load_model(out)
+    assert model.llm.model.peft_config["default"].r == 2 * LORA["r"]
+    assert (out / "lora" / "adapter_config.json").is_file()  # the peft adapter beside it, as a stage writes
+    # init_from: a stage with the recorded rank and alpha continues it
+    from anymal_lit.inference.model_config import build_model
+    from anymal_lit.stages import SFTStage
+
+    SFTStage(build_model(meta["model"]), init_from=str(out), lora_r=meta["lora"]["r"],
+             lora_alpha=meta["lora"]["alpha"], lora_target_modules=LORA["target_modules"])  # fmt: skip
+    with pytest.raises(ValueError, match="1 weights"):
+        merge.run(
+            parser.parse_args(
+                ["--exports", str(exports["a"]), str(exports["b"]), "--weights", "1", "--out", str(tmp_path / "n")]
+            )
+        )
