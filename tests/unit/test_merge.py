@@ -98,14 +98,12 @@ def lora_updates(tensors: dict[str, torch.Tensor], lora: dict) -> dict[str, torc
 def test_interpolation_end_points_reproduce_each_parent(exports, tmp_path):
     from anymal_lit.inference.merging import write_merged_export
 
+    parents = {k: generations(exports[k]) for k in "ab"}
+    assert parents["a"][0] != parents["b"][0]  # the parents do differ, so the check means something
     for weights, parent in (([1.0, 0.0], "a"), ([0.0, 1.0], "b")):
-        merged = write_merged_export([exports["a"], exports["b"]], weights, tmp_path / parent)
-        texts, logits = generations(merged)
-        parent_texts, parent_logits = generations(exports[parent])
-        assert texts == parent_texts, (weights, texts, parent_texts)
-        torch.testing.assert_close(logits, parent_logits, rtol=0, atol=1e-5)
-    other_texts, _ = generations(exports["b"])
-    assert generations(exports["a"])[0] != other_texts  # the parents do differ, so the check means something
+        texts, logits = generations(write_merged_export([exports["a"], exports["b"]], weights, tmp_path / parent))
+        assert texts == parents[parent][0], (weights, texts, parents[parent][0])
+        torch.testing.assert_close(logits, parents[parent][1], rtol=0, atol=1e-5)
 
 
 def test_linear_merge_of_projectors_is_the_weighted_average(exports):
@@ -220,3 +218,61 @@ def test_merge_command_writes_an_export_that_loads_and_continues(exports, tmp_pa
                 ["--exports", str(exports["a"]), str(exports["b"]), "--weights", "1", "--out", str(tmp_path / "n")]
             )
         )
+
+
+def sweep_experiment(folder: Path, imu_dir: Path) -> Path:
+    """An SFT experiment on the tiny model that validates two IMU questions with a QA callback."""
+    import numpy as np
+    import yaml
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, answer in enumerate(["walking", "running"]):
+        np.save(folder / f"{i}.npy", rng.normal(size=(150, 6)).astype(np.float32))
+        record = {"id": str(i), "imu": f"{i}.npy", "conversations": [
+            {"from": "human", "value": "<imu>\nWhat am I doing?"}, {"from": "gpt", "value": answer}]}  # fmt: skip
+        lines.append(json.dumps(record))
+    (folder / "val.jsonl").write_text("\n".join(lines) + "\n")
+    qa = {"data": str(folder / "val.jsonl"), "name": "qa", "max_new_tokens": 4}
+    experiment = {
+        "trainer": {"accelerator": "cpu", "logger": False, "limit_val_batches": 1, "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "anymal_lit.callbacks.QAEvalCallback", "init_args": qa}]},
+        "model": {"class_path": "anymal_lit.stages.SFTStage",
+                  "init_args": {"lora_r": LORA["r"], "lora_alpha": LORA["alpha"], "lora_dropout": 0.0,
+                                "lora_target_modules": LORA["target_modules"], "model": model_config(imu_dir)}},
+        "data": {"class_path": "anymal_lit.data.ConversationDataModule",
+                 "init_args": {"val_file": str(folder / "val.jsonl"), "batch_size": 2}},
+    }  # fmt: skip
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(experiment))
+    return folder / "experiment.yaml"
+
+
+@pytest.mark.integration
+def test_sweep_scores_each_weight_with_the_experiments_callbacks(exports, tmp_path):
+    from anymal_lit.commands import merge
+
+    experiment = sweep_experiment(tmp_path, exports["imu"])
+    parser = argparse.ArgumentParser()
+    merge.add_arguments(parser)
+    out = tmp_path / "sweep"
+    merge.run(parser.parse_args(["--sweep", "0", "0.5", "1", "-c", str(experiment), "--exports", str(exports["a"]),
+                                 str(exports["b"]), "--out", str(out)]))  # fmt: skip
+    table = json.loads((out / "sweep.json").read_text())
+    assert [row["weights"] for row in table["rows"]] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    for row in table["rows"]:
+        assert {"loss", "qa/vqa_official", "qa/exact_match"} <= set(row["scores"])
+        assert (Path(row["export"]) / "export.json").is_file()
+        assert (Path(row["export"]) / "predictions" / "sft_qa.json").is_file()  # each mix's own predictions
+    losses = [row["scores"]["loss"] for row in table["rows"]]
+    assert len(set(losses)) == 3  # each weight was loaded and scored, not the first merge three times
+    markdown = (out / "sweep.md").read_text()
+    assert "| 0.5, 0.5 |" in markdown and "qa/vqa_official" in markdown
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    # the end points are the parents: t=0 generates what parent A does
+    predictions = json.loads((Path(table["rows"][0]["export"]) / "predictions" / "sft_qa.json").read_text())
+    model = anymal_lit.load_model(exports["a"])
+    from anymal_lit.data.records import read_records
+    from anymal_lit.inference.chat import prepare_batch
+
+    records = read_records(tmp_path / "val.jsonl", {"imu": "<imu>"})
+    assert model.generate(prepare_batch(model, records), max_new_tokens=4) == [predictions[r.id] for r in records]
