@@ -48,7 +48,7 @@ def sweep(
         if not (folder / "trainable.safetensors").exists():
             write_merged_export(exports, [1.0 - t, t], folder, method, base, density)
         folders.append(folder)
-    rows = _validate_each(folders, configs, cli_args or [])
+    rows = _validate_each(folders, configs, out, cli_args or [])
     table = {
         "exports": [str(Path(e).resolve()) for e in exports],
         "method": method,
@@ -67,7 +67,7 @@ def sweep(
     return table
 
 
-def _validate_each(folders: list[Path], configs: list[str], cli_args: list[str]) -> list[dict[str, float]]:
+def _validate_each(folders: list[Path], configs: list[str], out: Path, cli_args: list[str]) -> list[dict[str, float]]:
     from anymal_lit.cli import AnyMALCLI
 
     meta = read_export_meta(folders[0])
@@ -75,7 +75,9 @@ def _validate_each(folders: list[Path], configs: list[str], cli_args: list[str])
     if meta.get("lora"):  # the merged adapter's rank: the stage must build it so (SFTStage.check_export)
         args += ["--model.init_args.lora_r", str(meta["lora"]["r"]), "--model.init_args.lora_alpha",
                  str(meta["lora"]["alpha"])]  # fmt: skip
-    cli = AnyMALCLI(args=[*args, "--trainer.logger", "false", *cli_args], run=False)
+    # no logger (the sweep writes its own scalars); Lightning's side files (config.yaml) go to the sweep's folder
+    args += ["--trainer.logger", "false", "--trainer.default_root_dir", str(out)]
+    cli = AnyMALCLI(args=[*args, *cli_args], run=False)
     rows = []
     for folder in folders:
         load_export(cli.model.model, folder)

@@ -268,6 +268,7 @@ def test_sweep_scores_each_weight_with_the_experiments_callbacks(exports, tmp_pa
     markdown = (out / "sweep.md").read_text()
     assert "| 0.5, 0.5 |" in markdown and "qa/vqa_official" in markdown
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert (out / "config.yaml").is_file()  # Lightning's side files land in the sweep's folder, not the cwd
     # the end points are the parents: t=0 generates what parent A does
     predictions = json.loads((Path(table["rows"][0]["export"]) / "predictions" / "sft_qa.json").read_text())
     model = anymal_lit.load_model(exports["a"])
