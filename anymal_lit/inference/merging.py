@@ -22,8 +22,10 @@ reproducible.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,8 @@ import torch
 from peft.utils import merge_utils
 from safetensors.torch import load_file, save_file
 
+from anymal_lit.inference.loading import BUNDLE_FILE
+from anymal_lit.inference.model_config import LOCAL_DIR, resolve_relative
 from anymal_lit.stages.export import META_FILE, WEIGHTS_FILE, read_export_meta, write_export
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ DENSITY = 0.5
 """Default fraction of each task vector TIES / DARE keep."""
 DARE_SEED = 0
 """Seed of DARE's random drops (a merge is reproducible)."""
+_PEFT_NAME = re.compile(r"\.lora_(A|B)\.weight$")
 _LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<part>A|B)\.(?P<adapter>[^.]+)\.weight$")
 
 
@@ -58,28 +63,62 @@ class _Export:
 
 
 def _read(path: str | Path) -> _Export:
+    """A stage export, or a bundle (``anymal-lit export``) as the stage export it was written from."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    if (folder / "bundle.json").is_file():
-        raise ValueError(f"{folder}: a bundle; merge the stage exports it was made from (checkpoints/export)")
+    if (folder / BUNDLE_FILE).is_file():
+        return _read_bundle(folder)
     file = folder / WEIGHTS_FILE
     if not file.is_file():
-        raise FileNotFoundError(f"{folder}: not a stage export (no {WEIGHTS_FILE})")
+        raise FileNotFoundError(f"{folder}: neither a stage export ({WEIGHTS_FILE}) nor a bundle ({BUNDLE_FILE})")
     meta = read_export_meta(folder)
     if not meta.get("model"):
         raise ValueError(f"{folder / META_FILE}: records no model configuration (written before anymal-lit 0.2)")
     return _Export(folder, meta, load_file(str(file)))
 
 
+def _read_bundle(folder: Path) -> _Export:
+    meta = json.loads((folder / BUNDLE_FILE).read_text())
+    if meta.get("lora_merged"):
+        raise ValueError(f"{folder}: its LoRA is merged into its LLM; merge bundles written without --merge-lora")
+    tensors = load_file(str(folder / meta["projectors"]))
+    if meta.get("lora"):  # peft's names -> the export's (``llm.model.`` prefix, adapter name ``default``)
+        adapter = load_file(str(folder / "lora" / "adapter_model.safetensors"))
+        tensors.update({"llm.model." + _PEFT_NAME.sub(r".lora_\1.default.weight", k): v for k, v in adapter.items()})
+    config = resolve_relative(meta["model"], folder)
+    return _Export(folder, {"model": config, "lora": meta.get("lora"), "modalities": meta.get("modalities"),
+                            "stage": meta.get("stage")}, tensors)  # fmt: skip
+
+
+def _fingerprint(path: str) -> str:
+    """The content of a local model folder or file (names and bytes): copies of one model have the same."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(root) if root.is_dir() else file.name).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
-    """The first path at which two JSON values differ, as ``path: a vs b``; None when equal."""
+    """The first path at which two JSON values differ, as ``path: a vs b``; None when equal. Two local paths (files
+    or folders, ``local-dir:`` ones too) holding the same files are equal: a bundle carries its own copies."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             found = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
             if found:
                 return found
         return None
-    return None if a == b else f"{where or 'value'}: {a!r} vs {b!r}"
+    if a == b:
+        return None
+    if isinstance(a, str) and isinstance(b, str):
+        x, y = a.removeprefix(LOCAL_DIR), b.removeprefix(LOCAL_DIR)
+        if os.path.exists(x) and os.path.exists(y):
+            return None if _fingerprint(x) == _fingerprint(y) else f"{where}: {a!r} vs {b!r} (different files)"
+    return f"{where or 'value'}: {a!r} vs {b!r}"
 
 
 def check_compatible(exports: list[_Export]) -> None:
@@ -168,14 +207,14 @@ def merge_exports(
         base: The export the parents were trained from; task vectors are ``parent - base``.
         density: Fraction of each task vector kept by TIES / DARE pruning.
     """
-    merged, _ = _merge_exports(paths, weights, method, base, density)
+    merged, _, _ = _merge_exports(paths, weights, method, base, density)
     return merged
 
 
 def _merge_exports(
     paths: list[str | Path], weights: list[float], method: str, base: str | Path | None, density: float
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The merged tensors and what ``export.json`` records about the merge."""
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[_Export]]:
+    """The merged tensors, what ``export.json`` records about the merge, and the parents."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if len(paths) < 2:
@@ -203,7 +242,7 @@ def _merge_exports(
         if modules:
             lora, info = _merge_lora(modules, parents, weights, method, root, density)
             merged.update(lora)
-    return merged, info
+    return merged, info, parents
 
 
 def _merge_plain(
@@ -278,10 +317,10 @@ def write_merged_export(
     out = Path(out)
     if (out / WEIGHTS_FILE).exists():
         raise FileExistsError(f"{out}: already holds an export")
-    merged, info = _merge_exports(paths, weights, method, base, density)
-    first = read_export_meta(paths[0])
+    merged, info, parents = _merge_exports(paths, weights, method, base, density)
+    first = parents[0].meta
     meta = {k: v for k, v in first.items() if k not in ("tensors", "global_step", "data")}
-    stages = {read_export_meta(p).get("stage") for p in paths}
+    stages = {p.meta.get("stage") for p in parents}
     meta["stage"] = stages.pop() if len(stages) == 1 else "merged"
     if first.get("lora"):
         k = info["lora_stacked"]
@@ -296,7 +335,7 @@ def write_merged_export(
     }
     write_export(merged, out, meta)
     if meta.get("lora"):
-        _write_peft_adapter(merged, out / "lora", Path(paths[0]), meta)
+        _write_peft_adapter(merged, out / "lora", parents[0].path, meta)
     log.info("wrote the %s merge of %d exports to %s", method, len(paths), out)
     return out
 
@@ -308,7 +347,7 @@ def _write_peft_adapter(merged: dict[str, torch.Tensor], folder: Path, parent: P
 
     folder.mkdir(parents=True, exist_ok=True)
     lora = meta["lora"]
-    parent_config = (parent if parent.is_dir() else parent.parent) / "lora" / "adapter_config.json"
+    parent_config = parent / "lora" / "adapter_config.json"
     if parent_config.is_file():
         config = json.loads(parent_config.read_text())
         (folder / "adapter_config.json").write_text(json.dumps({**config, "r": lora["r"], "lora_alpha": lora["alpha"]},

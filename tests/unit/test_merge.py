@@ -172,7 +172,7 @@ def test_ties_and_dare_merge_against_a_base(exports, tmp_path):
         ({"lora": {**LORA, "target_modules": ["q_proj"]}}, r"LoRA settings \(target_modules"),
         ({"lora": None}, "LoRA"),
         ({"num_tokens": 3}, r"projectors \(imu.init_args.num_tokens: 2 vs 3\)"),
-        ({"llm": "other-lm"}, r"base LLM \(init_args.pretrained"),
+        ({"llm": "other-lm"}, r"base LLM \(init_args.pretrained: .* \(different files\)\)"),
         ({"modalities": ["imu", "audio"]}, "modalities"),
     ],
 )
@@ -182,13 +182,32 @@ def test_exports_of_different_models_are_refused_naming_the_difference(exports, 
         meta = json.loads((other / "export.json").read_text())
         (other / "export.json").write_text(json.dumps({**meta, "modalities": variant["modalities"]}))
     elif "llm" in variant:
-        llm = tmp_path / variant["llm"]
-        llm.symlink_to(TINY_LM)  # the same files under another name: refused all the same (another LLM)
+        import shutil
+
+        llm = tmp_path / variant["llm"]  # a copy with another setting: another LLM
+        shutil.copytree(TINY_LM, llm)
+        config = json.loads((llm / "config.json").read_text())
+        (llm / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}))
         other = make_export(tmp_path / "x", exports["imu"], seed=3, llm=llm)
     else:
         other = make_export(tmp_path / "x", exports["imu"], seed=3, **variant)
     with pytest.raises(ValueError, match=message):
         anymal_lit.merge_exports([exports["a"], other], [0.5, 0.5])
+
+
+def test_bundles_merge_like_the_exports_they_were_written_from(exports, tmp_path):
+    from anymal_lit.inference.bundle import export_bundle
+    from anymal_lit.inference.merging import write_merged_export
+
+    bundles = [export_bundle(exports[k], tmp_path / f"bundle_{k}") for k in "ab"]
+    from_bundles = anymal_lit.merge_exports(bundles, [0.3, 0.7])  # each bundle holds its own copy of the LLM
+    from_exports = anymal_lit.merge_exports([exports["a"], exports["b"]], [0.3, 0.7])
+    assert sorted(from_bundles) == sorted(from_exports)
+    assert all(torch.equal(from_bundles[k], from_exports[k]) for k in from_exports)
+    anymal_lit.load_model(write_merged_export(bundles, [0.3, 0.7], tmp_path / "merged"))
+    merged_lora = export_bundle(exports["a"], tmp_path / "bundle_merged", merge_lora=True)
+    with pytest.raises(ValueError, match="merged into its LLM"):
+        anymal_lit.merge_exports([merged_lora, bundles[1]], [0.5, 0.5])
 
 
 def test_merge_command_writes_an_export_that_loads_and_continues(exports, tmp_path):
