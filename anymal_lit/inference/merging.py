@@ -165,9 +165,7 @@ def _merge(tensors: list[torch.Tensor], weights: list[float], method: str, densi
     w = torch.tensor(weights, dtype=tensors[0].dtype, device=tensors[0].device)
     if method == "linear":
         return merge_utils.task_arithmetic(tensors, w)
-    if method == "ties":
-        return merge_utils.ties(tensors, w, density)
-    return getattr(merge_utils, method)(tensors, w, density)
+    return getattr(merge_utils, method)(tensors, w, density)  # ties, dare_linear, dare_ties
 
 
 def _lora_modules(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[str, str]]:

@@ -130,6 +130,11 @@ def test_linear_merge_of_lora_is_the_weighted_sum_of_updates(exports, capsys):
             f"\nLoRA linear merge: max |update - weighted sum| = {error:.2e} (A, B averaged apart: {naive_error:.2e})"
         )
     assert error < 1e-5 and naive_error > 1e-2
+    # task arithmetic against a base with LoRA: a + 0.5 (a - a) + 1.0 (b - a) = b, the base's adapter stacked too
+    merged = anymal_lit.merge_exports([exports["a"], exports["b"]], [0.5, 1.0], base=exports["a"])
+    got = lora_updates(merged, {**LORA, "r": 3 * LORA["r"], "alpha": 3 * LORA["alpha"]})
+    assert max(float((got[k] - u).abs().max()) for k, u in lora_updates(b, LORA).items()) < 1e-5
+    torch.testing.assert_close(merged["projectors.imu.proj.weight"], b["projectors.imu.proj.weight"])
 
 
 def test_ties_and_dare_merge_against_a_base(exports, tmp_path):
