@@ -1,11 +1,11 @@
-"""`anymal-lit merge`: merge trained stage exports of one model (same LLM, encoders, projector shapes, LoRA rank and
-targets) into a new export, by weighted average / task arithmetic (``linear``, exact on LoRA updates: the adapters
-are stacked, so the merged rank and alpha are the parents' times their number), TIES or DARE (against ``--base``, the
-export the parents were trained from; LoRA updates re-factored by a truncated SVD). The output is an ordinary export
-(``init_from``, ``load_model``, ``validate``, ``chat`` take it); its ``export.json`` records the parents and weights.
-With ``--sweep t1 t2 ...`` and ``-c <experiment YAML>`` it merges two exports with weights ``(1 - t, t)`` for each
-``t``, scores every mix with the experiment's evaluation callbacks and writes one table (``sweep.md``,
-``sweep.json``, TensorBoard scalars against t) to ``--out``."""
+"""`anymal-lit merge`: merge trained stage exports (or bundles) of one model (same LLM, encoders, projector shapes,
+LoRA rank and targets) into a new export: weighted average or task arithmetic (linear; exact on LoRA updates, the
+adapters are stacked, so the merged rank and alpha are the parents' times their number), TIES or DARE (against
+--base, the export the parents were trained from; LoRA updates re-factored by a truncated SVD). The output is an
+ordinary export (init_from, load_model, validate and chat take it); its export.json records the parents and weights.
+With --sweep t1 t2 ... and -c EXPERIMENT.yaml it merges two exports with weights (1 - t, t) for each t, scores every
+mix with the experiment's evaluation callbacks and writes one table (sweep.md, sweep.json, TensorBoard scalars
+against 100 t) to --out."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ METHODS = ("linear", "ties", "dare_linear", "dare_ties")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exports", nargs="+", required=True, metavar="EXPORT",
-                        help="stage exports (checkpoints/export folders) to merge; two with --sweep")  # fmt: skip
+                        help="stage exports (checkpoints/export folders) or bundles to merge; two with --sweep")  # fmt: skip
     parser.add_argument("--weights", nargs="+", type=float, metavar="W",
                         help="one weight per export, used as given (default: equal weights summing to 1)")  # fmt: skip
     parser.add_argument(
