@@ -17,7 +17,7 @@ METHODS = ("linear", "ties", "dare_linear", "dare_ties")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exports", nargs="+", required=True, metavar="EXPORT",
-                        help="stage exports (checkpoints/export folders) or bundles to merge; two with --sweep")  # fmt: skip
+                        help="stage exports (checkpoints/export) or bundles to merge; two with --sweep")  # fmt: skip
     parser.add_argument("--weights", nargs="+", type=float, metavar="W",
                         help="one weight per export, used as given (default: equal weights summing to 1)")  # fmt: skip
     parser.add_argument(
