@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
-demo: install  ## toy world + tiny models -> alignment -> runs/demo/scorecard.json
+demo: install  ## toy world + tiny models -> alignment -> SFT -> DPO -> runs/demo/scorecard.json
 	$(BIN)/anymal-lit demo
 
 tiny-lm: install  ## retrain the tiny chat LM the toy world ships (anymal_lit/toyworld/assets/tiny-lm, ~16 CPU min)

@@ -14,9 +14,13 @@ from anymal_lit.data.chat import ChatTokenizer
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator
 from anymal_lit.data.feature_cache import FeatureCache
 from anymal_lit.data.length_grouped import LengthGroupedSampler
+from anymal_lit.data.prompts import apply_prompt
 from anymal_lit.data.records import Record, read_records
 from anymal_lit.encoders.base import MediaProcessor, ModalityEncoder
 from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
+
+DEFAULT_BATCH_SIZE = 16
+"""Samples per batch unless a data module is told otherwise."""
 
 
 class ConversationDataModule(L.LightningDataModule):
@@ -61,7 +65,7 @@ class ConversationDataModule(L.LightningDataModule):
         val_file: str | None = None,
         test_file: str | None = None,
         predict_file: str | None = None,
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         max_length: int | None = None,
@@ -131,8 +135,12 @@ class ConversationDataModule(L.LightningDataModule):
             raise RuntimeError("no tokenizer: bind the data module to a model (done by the stages) or pass `tokenizer`")
         return ChatTokenizer(self.tokenizer, self.max_length)
 
-    def dataset(self, path: str, generation: bool = False) -> ConversationDataset:
+    def dataset(self, path: str, generation: bool = False, prompt: str | None = None) -> ConversationDataset:
+        """The records of ``path`` as samples; ``prompt`` (a template of :mod:`anymal_lit.data.prompts`) rewrites
+        each record's conversation with that task's system and user message."""
         records = self.records(path, require_response=not generation)
+        if prompt is not None:
+            records = [apply_prompt(record, prompt) for record in records]
         return ConversationDataset(records, self.chat_tokenizer(), self.processors, generation, self.skip_bad_records)
 
     def _loader(
@@ -151,14 +159,16 @@ class ConversationDataModule(L.LightningDataModule):
         shuffle: bool = False,
         generation: bool = False,
         sampler: Sampler | None = None,
+        prompt: str | None = None,
     ) -> DataLoader:
         """A loader over any JSONL file with this module's settings (used by the evaluation callbacks).
 
         A ``StatefulDataLoader`` (torchdata): its position within the epoch, sampler and worker state go into
         Lightning checkpoints, so a run resumed mid-epoch continues with exactly the batches it would have seen.
-        ``sampler`` (optional) builds it from ``sampler(dataset)`` instead of ``shuffle``.
+        ``sampler`` (optional) builds it from ``sampler(dataset)`` instead of ``shuffle``; ``prompt`` as
+        :meth:`dataset`.
         """
-        dataset = self.dataset(path, generation)
+        dataset = self.dataset(path, generation, prompt)
         return StatefulDataLoader(
             dataset,
             batch_size=batch_size,

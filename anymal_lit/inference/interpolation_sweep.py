@@ -73,7 +73,7 @@ def _validate_each(folders: list[Path], configs: list[str], out: Path, cli_args:
     meta = read_export_meta(folders[0])
     args = [a for c in configs for a in ("-c", c)] + ["--model.init_args.init_from", str(folders[0])]
     if meta.get("lora"):  # the merged adapter's rank: the stage must build it so (SFTStage.check_export)
-        args += ["--model.init_args.lora_r", str(meta["lora"]["r"]), "--model.init_args.lora_alpha",
+        args += ["--model.init_args.lora.r", str(meta["lora"]["r"]), "--model.init_args.lora.alpha",
                  str(meta["lora"]["alpha"])]  # fmt: skip
     # no logger (the sweep writes its own scalars); Lightning's side files (config.yaml) go to the sweep's folder
     args += ["--trainer.logger", "false", "--trainer.default_root_dir", str(out)]

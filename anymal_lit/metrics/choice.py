@@ -69,12 +69,19 @@ def choice_correct(prediction: str, answer: str, options: dict[str, str]) -> boo
 
 
 def multiple_choice_accuracy(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Accuracy of ``{prediction, answer, options}`` records (AI2D / MMMU / ChartQA-style letters), in [0, 1]."""
+    """Accuracy of ``{prediction, answer, options[, category]}`` records (AI2D, EgoSchema, MVBench letters), in
+    [0, 1], with ``accuracy/<category>`` per category (MVBench's task) when records carry one."""
     if not records:
         raise ValueError("no records to score")
     hits = [choice_correct(r["prediction"], r["answer"], r["options"]) for r in records]
     unresolved = sum(extract_choice(r["prediction"], r["options"]) is None for r in records)
-    return {"accuracy": sum(hits) / len(hits), "unresolved": unresolved / len(records)}
+    out = {"accuracy": sum(hits) / len(hits), "unresolved": unresolved / len(records)}
+    by_category: dict[str, list[bool]] = {}
+    for record, hit in zip(records, hits):
+        if "category" in record:  # AI2D's category, EgoSchema's subset, MVBench's task
+            by_category.setdefault(str(record["category"]), []).append(hit)
+    out.update({f"accuracy/{c}": sum(v) / len(v) for c, v in sorted(by_category.items())})
+    return out
 
 
 def mmbench_circular(records: list[dict[str, Any]]) -> dict:

@@ -66,13 +66,15 @@ class FrozenAdapterReference(DPOReference):
     def active(self, stage: DPOStage) -> Iterator[None]:
         """Swap in the reference adapter (and projectors) for a no-grad forward."""
         peft_model = stage.model.llm.model
-        policy_projectors = stage.model.projectors
+        policy_projectors, neftune_alpha = stage.model.projectors, stage.model.neftune_alpha
         peft_model.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
         if self.projectors is not None:
             stage.model.projectors = self.projectors
+        stage.model.neftune_alpha = 0.0  # NEFTune regularises the policy; the reference is the noiseless SFT model
         try:
             yield
         finally:
+            stage.model.neftune_alpha = neftune_alpha
             stage.model.projectors = policy_projectors
             peft_model.set_adapter("default")
             stage.configure_trainable()

@@ -36,13 +36,12 @@ def model_config(imu_dir: Path, num_tokens: int = 2, llm: Path = TINY_LM) -> dic
 def make_export(folder: Path, imu_dir: Path, seed: int, lora: dict | None = LORA, **config_args) -> Path:
     """An export of the tiny model with random projector (and LoRA) weights drawn from ``seed``."""
     from anymal_lit.inference.model_config import build_model
-    from anymal_lit.models.lora import add_lora
+    from anymal_lit.models.lora import LoRASettings, add_lora
 
     config = model_config(imu_dir, **config_args)
     model = build_model(copy.deepcopy(config))
     if lora:
-        add_lora(model.llm, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"],
-                 target_modules=lora["target_modules"])  # fmt: skip
+        add_lora(model.llm, LoRASettings(**lora))
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, param in model.named_parameters():
@@ -232,10 +231,11 @@ def test_merge_command_writes_an_export_that_loads_and_continues(exports, tmp_pa
     assert (out / "lora" / "adapter_config.json").is_file()  # the peft adapter beside it, as a stage writes
     # init_from: a stage with the recorded rank and alpha continues it
     from anymal_lit.inference.model_config import build_model
+    from anymal_lit.models.lora import LoRASettings
     from anymal_lit.stages import SFTStage
 
-    SFTStage(build_model(meta["model"]), init_from=str(out), lora_r=meta["lora"]["r"],
-             lora_alpha=meta["lora"]["alpha"], lora_target_modules=LORA["target_modules"])  # fmt: skip
+    settings = LoRASettings(r=meta["lora"]["r"], alpha=meta["lora"]["alpha"], target_modules=LORA["target_modules"])
+    SFTStage(build_model(meta["model"]), init_from=str(out), lora=settings)
     with pytest.raises(ValueError, match="1 weights"):
         merge.run(
             parser.parse_args(
@@ -262,8 +262,7 @@ def sweep_experiment(folder: Path, imu_dir: Path) -> Path:
         "trainer": {"accelerator": "cpu", "logger": False, "limit_val_batches": 1, "enable_progress_bar": False,
                     "callbacks": [{"class_path": "anymal_lit.callbacks.QAEvalCallback", "init_args": qa}]},
         "model": {"class_path": "anymal_lit.stages.SFTStage",
-                  "init_args": {"lora_r": LORA["r"], "lora_alpha": LORA["alpha"], "lora_dropout": 0.0,
-                                "lora_target_modules": LORA["target_modules"], "model": model_config(imu_dir)}},
+                  "init_args": {"lora": LORA, "model": model_config(imu_dir)}},
         "data": {"class_path": "anymal_lit.data.ConversationDataModule",
                  "init_args": {"val_file": str(folder / "val.jsonl"), "batch_size": 2}},
     }  # fmt: skip
