@@ -2,7 +2,7 @@
 
 from typing import Any
 
-__all__ = ["AnyMALModel", "CausalLM", "chat", "load_model"]
+__all__ = ["AnyMALModel", "CausalLM", "chat", "load_model", "merge_exports"]
 __version__ = "0.1.0"
 
 
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from anymal_lit import inference
 
         return getattr(inference, name)
+    if name == "merge_exports":
+        from anymal_lit.inference.merging import merge_exports
+
+        return merge_exports
     raise AttributeError(f"module 'anymal_lit' has no attribute {name!r}")

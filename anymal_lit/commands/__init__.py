@@ -23,6 +23,7 @@ COMMANDS = {
     "export": "anymal_lit.commands.export",
     "chat": "anymal_lit.commands.chat",
     "serve": "anymal_lit.commands.serve",
+    "merge": "anymal_lit.commands.merge",
 }
 """Command name -> the module that implements it."""
 
