@@ -185,11 +185,18 @@ def _scale(lora: dict[str, Any]) -> float:
 
 
 def merge_exports(
+    paths: list[str | Path], weights: list[float], method: str = "linear", base: str | Path | None = None
+) -> dict[str, torch.Tensor]:
+    """Merge the trainable tensors of stage exports; returns the merged tensors, by their export names
+    (:func:`merge_tensors` with TIES / DARE's default ``density``)."""
+    return merge_tensors(paths, weights, method, base)
+
+
+def merge_tensors(
     paths: list[str | Path],
     weights: list[float],
     method: str = "linear",
     base: str | Path | None = None,
-    *,
     density: float = DENSITY,
 ) -> dict[str, torch.Tensor]:
     """Merge the trainable tensors of stage exports; returns the merged tensors, by their export names.

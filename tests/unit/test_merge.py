@@ -300,3 +300,12 @@ def test_sweep_scores_each_weight_with_the_experiments_callbacks(exports, tmp_pa
 
     records = read_records(tmp_path / "val.jsonl", {"imu": "<imu>"})
     assert model.generate(prepare_batch(model, records), max_new_tokens=4) == [predictions[r.id] for r in records]
+
+
+def test_merge_exports_signature_is_the_documented_contract():
+    import inspect
+
+    params = inspect.signature(anymal_lit.merge_exports).parameters
+    assert [(p.name, p.default) for p in params.values()] == [
+        ("paths", inspect.Parameter.empty), ("weights", inspect.Parameter.empty), ("method", "linear"), ("base", None)
+    ]  # fmt: skip
