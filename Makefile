@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
-demo: install  ## toy world + tiny models -> alignment -> runs/demo/scorecard.json
+demo: install  ## toy world + tiny models -> alignment -> SFT -> DPO -> runs/demo/scorecard.json
 	$(BIN)/anymal-lit demo
 
 tiny-lm: install  ## replace the shipped tiny chat LM (anymal_lit/toyworld/assets/tiny-lm) by one trained from scratch by its recipe (~16 CPU min; other weights, see its recipe.json)

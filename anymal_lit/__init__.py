@@ -2,14 +2,16 @@
 
 from typing import Any
 
-from anymal_lit.models import AnyMALModel, CausalLM
-
 __all__ = ["AnyMALModel", "CausalLM", "chat", "load_model"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # `load_model` / `chat` pull in the data pipeline (and Lightning with it): imported on first use only
+    # imported on first use: `anymal-lit --help` and the kit's commands start without torch or Lightning
+    if name in ("AnyMALModel", "CausalLM"):
+        from anymal_lit import models
+
+        return getattr(models, name)
     if name in ("load_model", "chat"):
         from anymal_lit import inference
 

@@ -33,10 +33,14 @@ TINY_SPEC = {
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small toy world built through the real generator (same files and model formats as the demo's)."""
+    """A small toy world built through the real generator (same files and model formats as the demo's).
+
+    ``ANYMAL_TEST_WORLD=<folder>`` keeps it there between runs (it is rebuilt when the spec changes): handy when
+    running a few tests over and over."""
     from anymal_lit.toyworld import WorldSpec, build_world
 
-    return build_world(tmp_path_factory.mktemp("world"), WorldSpec(seed=3, **TINY_SPEC))
+    folder = os.environ.get("ANYMAL_TEST_WORLD") or tmp_path_factory.mktemp("world")
+    return build_world(folder, WorldSpec(seed=3, **TINY_SPEC))
 
 
 @pytest.fixture(scope="session")
@@ -121,9 +125,10 @@ def trained_exports(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) 
     workdir = tmp_path_factory.mktemp("trained")
     (workdir / "runs").mkdir()
     (workdir / "runs" / "toyworld").symlink_to(tiny_world)
+    shipped_lm = str(REPO / "anymal_lit" / "toyworld" / "assets" / "tiny-lm")
     quick = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]",
-             "--model.init_args.warmup_steps", "1", "--model.init_args.model.init_args.llm.init_args.pretrained",
-             str(REPO / "anymal_lit" / "toyworld" / "assets" / "tiny-lm")]  # fmt: skip
+             "--model.init_args.optimizer.warmup_steps", "1",
+             "--model.init_args.model.init_args.llm.init_args.pretrained", shipped_lm]  # fmt: skip
     sft = REPO / "experiments" / "demo" / "sft.yaml"
     run_cli("fit", "-c", str(sft), *quick, "--model.init_args.init_from", "null", cwd=workdir)
     (sft_export,) = (workdir / "runs" / "demo" / "sft").rglob("export/export.json")

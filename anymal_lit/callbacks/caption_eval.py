@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as L
 import numpy as np
+import soundfile
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from PIL import Image, ImageDraw
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from anymal_lit.callbacks.scorecard import update_scorecard
-from anymal_lit.encoders import MediaError, decode_frames, load_audio, load_imu
+from anymal_lit.encoders import MediaError, decode_frames, load_audio
 from anymal_lit.metrics.caption import CaptionMetric
 
 log = logging.getLogger(__name__)
@@ -35,28 +36,43 @@ class GenerationEvalCallback(L.Callback):
     """Shared machinery: generate for a JSONL set before fit, every N epochs and on validate; score; report.
 
     Subclasses implement :meth:`new_metric` (an object with ``update(ids, predictions)``, ``gathered()`` that
-    gathers across processes once, and ``score(predictions, targets)``).
+    gathers across processes once, and ``score(predictions, targets)``), set ``default_max_new_tokens`` for their
+    kind of answer, and pass these arguments through ``**kwargs`` (so each is declared and documented once, here).
+
+    Args:
+        data: JSONL of records to generate for (the final assistant turn, if any, is dropped from the prompt).
+        name: Benchmark name in logs and the scorecard.
+        every_n_epochs: Evaluation period during fit.
+        before_fit: Also evaluate once before the first training step (scores suffixed ``_before``).
+        batch_size: Generation batch size (batched greedy decoding with left padding and a KV cache).
+        max_new_tokens: Longest generation (None: the benchmark kind's own, e.g. 40 for captions, 8 for answers).
+        limit: Evaluate only the first ``limit`` records (None: all).
+        num_logged_samples: Predictions shown in TensorBoard.
+        scorecard: JSON scorecard to merge the scores into (None: don't write one).
+        predictions_dir: Where predictions are written (default: the logger's folder).
     """
+
+    default_max_new_tokens = 8
 
     def __init__(
         self,
         data: str,
         name: str,
-        every_n_epochs: int,
-        before_fit: bool,
-        batch_size: int,
-        max_new_tokens: int,
-        limit: int | None,
-        num_logged_samples: int,
-        scorecard: str | None,
-        predictions_dir: str | None,
+        every_n_epochs: int = 1,
+        before_fit: bool = True,
+        batch_size: int = 16,
+        max_new_tokens: int | None = None,
+        limit: int | None = None,
+        num_logged_samples: int = 4,
+        scorecard: str | None = None,
+        predictions_dir: str | None = None,
     ) -> None:
         self.data = data
         self.name = name
         self.every_n_epochs = every_n_epochs
         self.before_fit = before_fit
         self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
         self.limit = limit
         self.num_logged_samples = num_logged_samples
         self.scorecard = scorecard
@@ -143,9 +159,11 @@ class GenerationEvalCallback(L.Callback):
         (out_dir / f"{stage}_{self.name}{suffix}.json").write_text(json.dumps(predictions, indent=1))
         if self.scorecard:
             update_scorecard(self.scorecard, stage, self.name, scores)
-        self._log_samples(trainer, predictions, suffix)
+        self._log_samples(trainer, pl_module, predictions, suffix)
 
-    def _log_samples(self, trainer: L.Trainer, predictions: dict[str, str], suffix: str) -> None:
+    def _log_samples(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: dict[str, str], suffix: str
+    ) -> None:
         experiment = getattr(trainer.logger, "experiment", None)
         if experiment is None or not hasattr(experiment, "add_text"):
             return
@@ -157,27 +175,37 @@ class GenerationEvalCallback(L.Callback):
                 tag, f"**id** {rid}<br>**prediction** {text}<br>**references** {refs}", trainer.global_step
             )
             for modality, path in records[rid].media if rid in records else []:
-                _log_media(experiment, f"{tag}/{modality}", modality, path, trainer.global_step)
+                encoder = pl_module.model.encoders[modality] if modality in pl_module.model.encoders else None
+                _log_media(experiment, f"{tag}/{modality}", modality, path, trainer.global_step, encoder)
 
 
-def _log_media(experiment: Any, tag: str, modality: str, path: str, step: int) -> None:
-    """Show a media item beside its prediction: the picture, the sound, a video's first frame, an IMU plot."""
+def _log_media(experiment: Any, tag: str, modality: str, path: str, step: int, encoder: Any) -> None:
+    """Show a media item beside its prediction: the picture, the sound (at its own rate), four video frames, and an
+    IMU trace as the model reads it (its encoder's windows, end to end)."""
     try:
         if modality == "image":
             with Image.open(path) as img:
                 experiment.add_image(tag, np.asarray(img.convert("RGB")), step, dataformats="HWC")
         elif modality == "audio":
-            wave = load_audio(path, 16000)
-            experiment.add_audio(tag, torch.from_numpy(wave)[None], step, sample_rate=16000)
+            rate = _native_rate(path)
+            experiment.add_audio(tag, torch.from_numpy(load_audio(path, rate))[None], step, sample_rate=rate)
         elif modality == "video":
             frames, _ = decode_frames(path, folder_fps=4.0)
             strip = np.concatenate([np.asarray(f.convert("RGB")) for f in frames[:: max(1, len(frames) // 4)][:4]], 1)
             experiment.add_image(tag, strip, step, dataformats="HWC")
-        elif modality == "imu":
-            trace, _ = load_imu(path, channels=6, default_rate=50.0)
+        elif modality == "imu" and encoder is not None:
+            windows = encoder.media_processor()(path)  # [P, C, W]
+            trace = windows.permute(1, 0, 2).reshape(windows.shape[1], -1).float().numpy()
             experiment.add_image(tag, _plot_traces(trace), step, dataformats="HWC")
     except MediaError as err:  # a preview never stops training
         log.warning("cannot show %s in TensorBoard: %s", path, err)
+
+
+def _native_rate(path: str) -> int:
+    try:
+        return int(soundfile.info(path).samplerate)
+    except RuntimeError as err:  # soundfile.LibsndfileError: not a sound file it can read
+        raise MediaError(f"{path}: cannot read the audio: {err}") from err
 
 
 def _plot_traces(trace: np.ndarray, width: int = 320, height: int = 120) -> np.ndarray:
@@ -207,36 +235,21 @@ class CaptionEvalCallback(GenerationEvalCallback):
         references: COCO caption annotation JSON; None takes each record's own ``references`` list (as written by
             ``anymal-lit convert``, e.g. for AudioCaps).
         name: Benchmark name in logs and the scorecard.
-        every_n_epochs: Evaluation period during fit.
-        before_fit: Also evaluate once before the first training step.
-        batch_size: Generation batch size (batched greedy decoding with left padding and a KV cache).
-        max_new_tokens: Longest caption.
-        limit: Evaluate only the first ``limit`` records (None: all).
-        num_logged_samples: Predictions shown in TensorBoard.
         with_meteor: Compute METEOR (starts a Java process).
-        scorecard: JSON scorecard to merge the scores into (None: don't write one).
-        predictions_dir: Where predictions are written (default: the logger's folder).
+        **kwargs: The schedule, batching and reporting arguments of :class:`GenerationEvalCallback`.
     """
+
+    default_max_new_tokens = 40
 
     def __init__(
         self,
         data: str,
         references: str | None = None,
         name: str = "image_caption",
-        every_n_epochs: int = 1,
-        before_fit: bool = True,
-        batch_size: int = 16,
-        max_new_tokens: int = 40,
-        limit: int | None = None,
-        num_logged_samples: int = 4,
         with_meteor: bool = True,
-        scorecard: str | None = None,
-        predictions_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data, name, every_n_epochs, before_fit, batch_size, max_new_tokens, limit, num_logged_samples,
-            scorecard, predictions_dir,
-        )  # fmt: skip
+        super().__init__(data, name, **kwargs)
         self.references = read_coco_references(references) if references else {}
         self.with_meteor = with_meteor
 

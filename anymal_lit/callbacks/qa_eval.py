@@ -47,33 +47,11 @@ class QAEvalCallback(RecordTargetEvalCallback):
     Args:
         data: JSONL of questions (the final assistant turn, if any, is dropped from the prompt).
         name: Benchmark name in logs and the scorecard.
-        every_n_epochs: Evaluation period during fit.
-        before_fit: Also evaluate once before the first training step.
-        batch_size: Generation batch size.
-        max_new_tokens: Longest answer.
-        limit: Evaluate only the first ``limit`` records (None: all).
-        num_logged_samples: Predictions shown in TensorBoard.
-        scorecard: JSON scorecard to merge the scores into.
-        predictions_dir: Where predictions are written (default: the logger's folder).
+        **kwargs: The schedule, batching and reporting arguments of :class:`GenerationEvalCallback`.
     """
 
-    def __init__(
-        self,
-        data: str,
-        name: str = "vqa",
-        every_n_epochs: int = 1,
-        before_fit: bool = True,
-        batch_size: int = 32,
-        max_new_tokens: int = 8,
-        limit: int | None = None,
-        num_logged_samples: int = 4,
-        scorecard: str | None = None,
-        predictions_dir: str | None = None,
-    ) -> None:
-        super().__init__(
-            data, name, every_n_epochs, before_fit, batch_size, max_new_tokens, limit, num_logged_samples,
-            scorecard, predictions_dir,
-        )  # fmt: skip
+    def __init__(self, data: str, name: str = "vqa", **kwargs: Any) -> None:
+        super().__init__(data, name, **kwargs)
 
     def new_metric(self) -> VQAMetric:
         return VQAMetric()
@@ -99,34 +77,11 @@ class ChoiceEvalCallback(RecordTargetEvalCallback):
         data: JSONL of multiple-choice records.
         name: Benchmark name in logs and the scorecard.
         circular: Score with CircularEval (else plain per-record accuracy).
-        every_n_epochs: Evaluation period during fit.
-        before_fit: Also evaluate once before the first training step.
-        batch_size: Generation batch size.
-        max_new_tokens: Longest output.
-        limit: Evaluate only the first ``limit`` records (None: all).
-        num_logged_samples: Predictions shown in TensorBoard.
-        scorecard: JSON scorecard to merge the scores into.
-        predictions_dir: Where predictions are written (default: the logger's folder).
+        **kwargs: The schedule, batching and reporting arguments of :class:`GenerationEvalCallback`.
     """
 
-    def __init__(
-        self,
-        data: str,
-        name: str = "mmbench",
-        circular: bool = True,
-        every_n_epochs: int = 1,
-        before_fit: bool = True,
-        batch_size: int = 32,
-        max_new_tokens: int = 8,
-        limit: int | None = None,
-        num_logged_samples: int = 4,
-        scorecard: str | None = None,
-        predictions_dir: str | None = None,
-    ) -> None:
-        super().__init__(
-            data, name, every_n_epochs, before_fit, batch_size, max_new_tokens, limit, num_logged_samples,
-            scorecard, predictions_dir,
-        )  # fmt: skip
+    def __init__(self, data: str, name: str = "mmbench", circular: bool = True, **kwargs: Any) -> None:
+        super().__init__(data, name, **kwargs)
         self.circular = circular
 
     def new_metric(self) -> ChoiceMetric:

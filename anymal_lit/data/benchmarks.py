@@ -5,6 +5,11 @@
 * AudioCaps: the CSV (``audiocap_id, youtube_id, start_time, caption``) and a folder of downloaded clips.
 * MMBench: the official TSV (``index, question, hint, A..D, answer, category, image`` as base64).
 
+The paper's other benchmarks have readers in sibling modules: ``vqa_readers`` (TextVQA, OK-VQA, VizWiz, ChartQA,
+Hateful Memes), ``vlmeval_tsv`` (the VLMEvalKit TSV of MMMU, AI2D, MathVista, ChartQA), ``mmmu_release`` (MMMU's own
+rows) and ``video_qa_readers`` (EgoSchema, MVBench); this module holds what they share (:class:`BadRows`,
+:func:`conversation`, :func:`decode_image`, :func:`multiple_choice_prompt`).
+
 Every reader validates as it goes and reports bad rows with their file and row id; ``skip_bad`` turns those
 errors into counted skips. ``anymal-lit convert <format> ...`` writes the records as JSONL for the eval callbacks.
 """
@@ -33,7 +38,10 @@ MC_PROMPT = "Answer with the option's letter from the given choices directly."
 LETTERS = ("A", "B", "C", "D", "E", "F", "G", "H", "I")
 
 
-class _Collector:
+class BadRows:
+    """A reader's bad rows: ``bad`` raises a one-line :class:`RecordError` naming the file and row, or (``skip_bad``)
+    records it; ``done`` logs how many were skipped. ``skipped`` holds the messages of the skipped rows."""
+
     def __init__(self, source: str, skip_bad: bool) -> None:
         self.source, self.skip_bad, self.skipped = source, skip_bad, []
 
@@ -47,6 +55,35 @@ class _Collector:
         if self.skipped:
             log.warning("%s: skipped %d rows; first: %s", self.source, len(self.skipped), self.skipped[0])
         return records
+
+
+def conversation(user: str, answer: str | None = None, system: str | None = None) -> list[dict[str, str]]:
+    """LLaVA-style turns: an optional system message, the user turn and (when known) the reference answer."""
+    turns = [{"from": "system", "value": system}] if system else []
+    turns.append({"from": "human", "value": user})
+    return turns + ([{"from": "gpt", "value": answer}] if answer is not None else [])
+
+
+def decode_image(data: str | bytes, path: Path) -> None:
+    """Decode a base64 picture (str) or picture bytes and save it as PNG at ``path``; raises ``ValueError`` with the
+    reason when the data is not a picture."""
+    try:
+        raw = base64.b64decode(data, validate=True) if isinstance(data, str) else data
+        with Image.open(io.BytesIO(raw)) as img:
+            img.convert("RGB").save(path)
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as err:
+        path.unlink(missing_ok=True)  # a half-written file would pass for a decoded one next time
+        raise ValueError(f"image cannot be decoded ({err})") from None
+
+
+def missing_fields(row: Any, keys: tuple[str, ...] | list[str]) -> list[str]:
+    """The ``keys`` a decoded row lacks (all of them when the row is not a JSON object)."""
+    return [k for k in keys if not isinstance(row, dict) or k not in row]
+
+
+def present(value: Any) -> bool:
+    """Whether a table cell holds a value (pandas writes missing cells of a TSV as ``nan``)."""
+    return value is not None and str(value).strip() not in ("", "nan", "NaN", "None")
 
 
 AUDIOCAPS_PROMPT = "A short audio caption:"
@@ -72,7 +109,7 @@ def audiocaps_records(
     if rows and not need <= set(rows[0]):
         raise RecordError(f"{path}: AudioCaps CSV needs columns {sorted(need)}, found {sorted(rows[0])}")
     clips: dict[tuple[str, str], dict[str, Any]] = {}
-    bad = _Collector(str(path), skip_bad)
+    bad = BadRows(str(path), skip_bad)
     for i, row in enumerate(rows, start=2):  # line numbers (after the header)
         row_id = row.get("audiocap_id") or f"line {i}"
         if not (row.get("caption") or "").strip():
@@ -112,7 +149,7 @@ def coco_caption_records(
     refs: dict[int, list[str]] = {}
     for ann in data["annotations"]:
         refs.setdefault(ann["image_id"], []).append(ann["caption"])
-    out, bad = [], _Collector(str(captions_json), skip_bad)
+    out, bad = [], BadRows(str(captions_json), skip_bad)
     for image in data["images"]:
         path = Path(image_dir) / image["file_name"]
         if not path.is_file():
@@ -142,11 +179,13 @@ def vqa_records(
     image_pattern: str = "COCO_val2014_{image_id:012d}.jpg",
     prompt: str = VQA_PROMPT,
     skip_bad: bool = False,
+    system: str | None = None,
 ) -> list[dict]:
-    """VQAv2-format questions + annotations -> records with ``answers`` (the human answers) and ``answer_type``."""
+    """VQAv2-format questions + annotations -> records with ``answers`` (the human answers) and ``answer_type``
+    (``system``: an optional system message before the question)."""
     questions = json.loads(Path(questions_json).read_text())["questions"]
     annotations = {a["question_id"]: a for a in json.loads(Path(annotations_json).read_text())["annotations"]}
-    out, bad = [], _Collector(str(questions_json), skip_bad)
+    out, bad = [], BadRows(str(questions_json), skip_bad)
     for q in questions:
         qid = q.get("question_id")
         ann = annotations.get(qid)
@@ -167,29 +206,34 @@ def vqa_records(
                 "image_id": q["image_id"],
                 "image": str(path.resolve()),
                 "answers": answers,
+                "question": q["question"],
                 "answer_type": ann.get("answer_type", "other"),
                 "question_type": ann.get("question_type", ""),
-                "conversations": [
-                    {"from": "human", "value": f"<image>\n{q['question']}\n{prompt}"},
-                    {"from": "gpt", "value": ann.get("multiple_choice_answer", answers[0])},
-                ],
+                "conversations": conversation(
+                    f"<image>\n{q['question']}\n{prompt}", ann.get("multiple_choice_answer", answers[0]), system
+                ),
             }
         )
     return bad.done(out)
 
 
-def multiple_choice_prompt(question: str, options: dict[str, str], hint: str | None = None) -> str:
+def multiple_choice_prompt(
+    question: str, options: dict[str, str], hint: str | None = None, instruction: str = MC_PROMPT
+) -> str:
     """MMBench's prompt: hint, question, one ``X. text`` line per option, then the letter instruction."""
-    lines = ([hint] if hint else []) + [question] + [f"{k}. {v}" for k, v in options.items()] + [MC_PROMPT]
-    return "\n".join(lines)
+    lines = ([hint] if hint else []) + [question] + [f"{k}. {v}" for k, v in options.items()] + [instruction]
+    return "\n".join(line for line in lines if line)
 
 
-def mmbench_records(tsv: str | Path, image_dir: str | Path, skip_bad: bool = False) -> list[dict]:
-    """The MMBench TSV -> records with ``index``, ``options``, ``answer``, ``category``; images decoded to files."""
+def mmbench_records(
+    tsv: str | Path, image_dir: str | Path, skip_bad: bool = False, prompt: str = MC_PROMPT, system: str | None = None
+) -> list[dict]:
+    """The MMBench TSV -> records with ``index``, ``options``, ``answer``, ``category``; images decoded to files
+    (``prompt``: the instruction after the options; ``system``: an optional system message)."""
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     csv.field_size_limit(sys.maxsize)
-    out, bad = [], _Collector(str(tsv), skip_bad)
+    out, bad = [], BadRows(str(tsv), skip_bad)
     with open(tsv, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f, delimiter="\t"):
             index = row.get("index")
@@ -205,50 +249,26 @@ def mmbench_records(tsv: str | Path, image_dir: str | Path, skip_bad: bool = Fal
             path = image_dir / f"{int(index)}.png"
             if not path.is_file():
                 try:
-                    with Image.open(io.BytesIO(base64.b64decode(row.get("image", ""), validate=True))) as img:
-                        img.convert("RGB").save(path)
-                except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as err:
-                    bad.bad(index, f"image cannot be decoded ({err})")
+                    decode_image(row.get("image") or "", path)
+                except ValueError as err:
+                    bad.bad(index, str(err))
                     continue
             hint = row.get("hint") if row.get("hint") not in (None, "", "nan") else None
-            prompt = multiple_choice_prompt(row["question"], options, hint)
+            user = multiple_choice_prompt(row["question"], options, hint, prompt)
             out.append(
                 {
                     "id": str(index),
                     "index": int(index),
                     "image": str(path.resolve()),
+                    "question": row["question"],
+                    **({"hint": hint} if hint else {}),
                     "options": options,
                     "answer": row["answer"],
                     "category": row.get("category", ""),
-                    "conversations": [
-                        {"from": "human", "value": f"<image>\n{prompt}"},
-                        {"from": "gpt", "value": row["answer"]},
-                    ],
+                    "conversations": conversation(f"<image>\n{user}", row["answer"], system),
                 }
             )
     return bad.done(out)
-
-
-def write_mmbench_tsv(rows: list[dict], path: str | Path) -> None:
-    """Write rows (``index, question, hint, options, answer, category, image_path``) in MMBench's TSV format."""
-    fields = ["index", "question", "hint", *LETTERS[:4], "answer", "category", "image"]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, delimiter="\t")
-        writer.writeheader()
-        for row in rows:
-            image = base64.b64encode(Path(row["image_path"]).read_bytes()).decode()
-            options = {k: row["options"].get(k, "") for k in LETTERS[:4]}
-            writer.writerow(
-                {
-                    "index": row["index"],
-                    "question": row["question"],
-                    "hint": row.get("hint", ""),
-                    **options,
-                    "answer": row["answer"],
-                    "category": row.get("category", ""),
-                    "image": image,
-                }
-            )
 
 
 def write_jsonl(records: list[dict], path: str | Path) -> Path:

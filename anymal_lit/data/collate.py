@@ -14,6 +14,7 @@ from anymal_lit.data.feature_cache import CachedFeatures
 from anymal_lit.data.records import Record, RecordError
 from anymal_lit.encoders.base import MediaError, MediaProcessor
 from anymal_lit.losses import IGNORE_INDEX
+from anymal_lit.models.batch import Batch, MediaGroup
 from anymal_lit.models.padding import attention_mask, pad_rows
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class PaddingCollator:
 
     pad_token_id: int
 
-    def __call__(self, samples: list[Sample | None]) -> dict[str, Any]:
+    def __call__(self, samples: list[Sample | None]) -> Batch:
         kept = [s for s in samples if s is not None]
         if not kept:
             return {"skipped": len(samples)}
@@ -113,7 +114,7 @@ class PaddingCollator:
                 group["features" if cached else "pieces"].append(pieces.features if cached else pieces)
                 group["counts"].append(pieces.shape[0])
                 group["cached"].append(cached)
-        batch = {
+        batch: Batch = {
             "ids": [s["id"] for s in kept],
             "index": torch.tensor([s["index"] for s in kept]),
             "input_ids": pad_rows(rows, self.pad_token_id),
@@ -130,10 +131,10 @@ class PaddingCollator:
         return batch
 
 
-def _media_group(group: dict[str, list]) -> dict[str, torch.Tensor]:
+def _media_group(group: dict[str, list]) -> MediaGroup:
     """One modality's items: ``pieces`` to encode and/or ``features`` from the cache, ``counts`` per item and, when
     any item was cached, ``cached`` (which items' pieces are in ``features``)."""
-    out = {"counts": torch.tensor(group["counts"])}
+    out: MediaGroup = {"counts": torch.tensor(group["counts"])}
     if group["pieces"]:
         out["pieces"] = torch.cat(group["pieces"])
     if group["features"]:

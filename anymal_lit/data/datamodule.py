@@ -18,6 +18,9 @@ from anymal_lit.data.records import Record, read_records
 from anymal_lit.encoders.base import MediaProcessor, ModalityEncoder
 from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
 
+DEFAULT_BATCH_SIZE = 16
+"""Samples per batch unless a data module is told otherwise."""
+
 MEDIA_TOKENS_ESTIMATE = 32
 """LLM tokens a media item counts for in ``group_by_length``'s length estimate when ``media_tokens`` does not name its
 modality (AnyMAL's projectors give 32 or 64 per piece; the estimate only groups similar lengths)."""
@@ -65,7 +68,7 @@ class ConversationDataModule(L.LightningDataModule):
         val_file: str | None = None,
         test_file: str | None = None,
         predict_file: str | None = None,
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         max_length: int | None = None,

@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
-from anymal_lit.data.datamodule import ConversationDataModule
+from anymal_lit.data.datamodule import DEFAULT_BATCH_SIZE, ConversationDataModule
 from anymal_lit.encoders.base import MediaProcessor, ModalityEncoder
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,10 @@ class MixtureDataModule(ConversationDataModule):
         curriculum: Name -> first epoch the dataset is sampled (default 0 for all): adds modalities over training.
         samples_per_epoch: Rows per epoch (default: the total size of the datasets).
         seed: Seed of the sampling order.
-        batch_size, eval_batch_size, num_workers: As :class:`ConversationDataModule`.
+        batch_size: Samples per batch (as :class:`ConversationDataModule`; files and record settings belong to each
+            dataset).
+        eval_batch_size: Samples per batch in val/test/predict and generation (default: ``batch_size``).
+        num_workers: Data-loader worker processes.
     """
 
     def __init__(
@@ -101,7 +104,7 @@ class MixtureDataModule(ConversationDataModule):
         curriculum: dict[str, int] | None = None,
         samples_per_epoch: int | None = None,
         seed: int = 0,
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
     ) -> None:

@@ -191,7 +191,8 @@ class WebDataModule(ConversationDataModule):
         samples_per_epoch: Samples per training epoch over all processes (a resampled stream has no natural end).
         shuffle_buffer: Shuffle buffer of each loader worker (samples).
         seed: Seed of the shard draws and shuffles.
-        Other arguments: as :class:`ConversationDataModule`.
+        **kwargs: The validation/test/predict files, batching and record settings of
+            :class:`ConversationDataModule` (its ``train_file`` does not apply: training reads ``train_shards``).
     """
 
     def __init__(
@@ -200,24 +201,11 @@ class WebDataModule(ConversationDataModule):
         samples_per_epoch: int,
         shuffle_buffer: int = 1000,
         seed: int = 0,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
-        batch_size: int = 16,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        max_length: int | None = None,
-        skip_bad_records: bool = False,
-        tokenizer: str | None = None,
-        feature_cache: str | None = None,
-        require_cached_features: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            val_file=val_file, test_file=test_file, predict_file=predict_file, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, max_length=max_length,
-            skip_bad_records=skip_bad_records, tokenizer=tokenizer, feature_cache=feature_cache,
-            require_cached_features=require_cached_features,
-        )  # fmt: skip
+        if kwargs.get("train_file"):
+            raise ValueError("WebDataModule trains from train_shards; train_file does not apply (convert it first)")
+        super().__init__(**kwargs)
         self.train_shards, self.samples_per_epoch = train_shards, samples_per_epoch
         self.shuffle_buffer, self.seed = shuffle_buffer, seed
 

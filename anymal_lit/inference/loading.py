@@ -11,7 +11,7 @@ import torch
 
 from anymal_lit.inference.model_config import build_model, resolve_relative
 from anymal_lit.models.anymal import AnyMALModel
-from anymal_lit.models.lora import add_lora
+from anymal_lit.models.lora import LoRASettings, add_lora
 from anymal_lit.stages.export import META_FILE, WEIGHTS_FILE, load_export, read_export_meta
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _load_stage_export(folder: Path) -> AnyMALModel:
         )
     model = build_model(config)
     if meta.get("lora"):
-        add_lora(model.llm, **_lora_args(meta["lora"]))
+        add_lora(model.llm, _lora_settings(meta["lora"]))
     load_export(model, folder)
     return model
 
@@ -70,7 +70,7 @@ def _load_bundle(folder: Path) -> AnyMALModel:
         from peft import set_peft_model_state_dict
         from peft.utils import load_peft_weights
 
-        add_lora(model.llm, **_lora_args(meta["lora"]))
+        add_lora(model.llm, _lora_settings(meta["lora"]))
         weights = load_peft_weights(str(folder / "lora"))
         result = set_peft_model_state_dict(model.llm.model, weights, adapter_name="default")
         missing = [k for k in result.missing_keys if "lora_" in k]
@@ -80,9 +80,8 @@ def _load_bundle(folder: Path) -> AnyMALModel:
     return model
 
 
-def _lora_args(settings: dict[str, Any]) -> dict[str, Any]:
-    keys = {"r": "r", "alpha": "alpha", "dropout": "dropout", "target_modules": "target_modules"}
-    return {arg: settings[key] for key, arg in keys.items() if key in settings}
+def _lora_settings(recorded: dict[str, Any]) -> LoRASettings:
+    return LoRASettings(**{k: recorded[k] for k in ("r", "alpha", "dropout", "target_modules") if k in recorded})
 
 
 def _read_json(file: Path) -> dict[str, Any]:

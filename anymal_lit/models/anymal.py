@@ -12,15 +12,11 @@ from torch import nn
 
 from anymal_lit.encoders.base import ModalityEncoder
 from anymal_lit.losses import IGNORE_INDEX, masked_lm_loss
+from anymal_lit.models.batch import Batch
 from anymal_lit.models.causal_lm import CausalLM
 from anymal_lit.models.packing import PackedInputs, pack_rows
 from anymal_lit.models.padding import attention_mask, pad_rows
 from anymal_lit.projectors.base import Projector
-
-Batch = dict[str, Any]
-"""A collated batch: ``input_ids``/``attention_mask`` ``[B, T]``, optional ``labels`` ``[B, T]``, ``ids`` (record
-ids) and ``media``: modality -> ``{"pieces": [P, ...], "counts": [items]}`` with items in row order and, within a
-row, in placeholder order; ``counts`` is the number of pieces of each item."""
 
 
 class ContextLengthError(ValueError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -13,14 +15,34 @@ from anymal_lit.models.causal_lm import CausalLM
 REFERENCE_ADAPTER = "reference"
 
 
-def add_lora(
-    llm: CausalLM, r: int = 8, alpha: int = 32, dropout: float = 0.05, target_modules: str | list[str] = "all-linear"
-) -> PeftModel:
+@dataclass(frozen=True)
+class LoRASettings:
+    """LoRA adapters on the LLM (peft). Defaults: the paper's SFT and DPO recipe (AnyMAL appendix E.3).
+
+    Args:
+        r: Rank of each adapter.
+        alpha: Scaling numerator (the update is ``alpha / r * B @ A``).
+        dropout: Dropout on the adapter branch.
+        target_modules: peft ``target_modules`` (``all-linear``: every linear layer but the output head).
+    """
+
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for ``export.json`` and hyper-parameter logs)."""
+        return asdict(self)
+
+
+def add_lora(llm: CausalLM, settings: LoRASettings | None = None) -> PeftModel:
     """Wrap ``llm.model`` in a peft ``PeftModel`` with a trainable ``default`` LoRA adapter (idempotent)."""
     if isinstance(llm.model, PeftModel):
         return llm.model
+    s = settings or LoRASettings()
     config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM"
+        r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules, task_type="CAUSAL_LM"
     )
     llm.model = get_peft_model(llm.model, config)
     return llm.model

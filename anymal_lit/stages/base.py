@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from anymal_lit.collectives import gathered_state
 from anymal_lit.losses import IGNORE_INDEX
 from anymal_lit.models.anymal import AnyMALModel
 from anymal_lit.stages.export import load_export, read_export_meta, trainable_state, write_export
+from anymal_lit.stages.optimization import OptimizerSettings, build_optimizer
 from anymal_lit.strategies import shard_fsdp2
 
 
@@ -34,14 +34,6 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
     _set_rng_states({**states, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)})
 
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / max(1, warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 class AnyMALStage(L.LightningModule):
     """Shared training loop: encode -> project -> splice -> LLM loss, AdamW, checkpoints of trainable weights only.
 
@@ -51,11 +43,7 @@ class AnyMALStage(L.LightningModule):
 
     Args:
         model: The AnyMAL model (LLM, encoders, projectors).
-        lr: Peak learning rate.
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        warmup_steps: Linear warm-up steps.
-        min_lr_ratio: The LR decays (cosine) to ``lr * min_lr_ratio`` at the last step.
+        optimizer: AdamW and its learning-rate schedule.
         init_from: An export (folder or ``.safetensors``) of a previous stage to initialise the trainable weights.
     """
 
@@ -64,15 +52,13 @@ class AnyMALStage(L.LightningModule):
     def __init__(
         self,
         model: AnyMALModel,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 100,
-        min_lr_ratio: float = 0.1,
+        optimizer: OptimizerSettings = OptimizerSettings(),
         init_from: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.hparams["optimizer"] = optimizer.as_dict()  # plain data: checkpoints load with weights_only
+        self.optimizer_settings = optimizer
         self.model = model
         self.configure_trainable()
         if init_from is not None:
@@ -190,14 +176,8 @@ class AnyMALStage(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"{type(self).__name__}: nothing to train (no parameter requires grad)")
-        hp = self.hparams
-        opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
-        total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_multiplier(s, total))
+        opt, sched = build_optimizer(params, self.optimizer_settings, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def lr_multiplier(self, step: int, total_steps: int) -> float:
-        return warmup_cosine(step, self.hparams.warmup_steps, total_steps, self.hparams.min_lr_ratio)
 
     # ---- checkpoints and exports -------------------------------------------------------------------------------
     def _trainable_keys(self) -> set[str]:
@@ -254,7 +234,7 @@ class AlignmentStage(AnyMALStage):
     """Stage 1, modality alignment: only the projectors train; the LLM and the encoders stay frozen.
 
     Loss: next-token cross-entropy on the paired text (the caption), as in AnyMAL section 3.1. Arguments as
-    :class:`AnyMALStage` (paper, 13B: lr 2e-4; the toy world uses 1e-3).
+    :class:`AnyMALStage` (paper, 13B: lr 2e-4).
     """
 
     stage_name = "align"

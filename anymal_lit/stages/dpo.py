@@ -8,13 +8,14 @@ import torch
 
 from anymal_lit.losses import dpo_loss, sequence_logps
 from anymal_lit.models.anymal import AnyMALModel
-from anymal_lit.models.lora import REFERENCE_ADAPTER
+from anymal_lit.models.lora import REFERENCE_ADAPTER, LoRASettings
 from anymal_lit.stages.dpo_reference import (
     CHECKPOINT_KEY,
     DPOReference,
     FrozenAdapterReference,
     PrecomputedReference,
 )
+from anymal_lit.stages.optimization import OptimizerSettings
 from anymal_lit.stages.sft import SFTStage
 
 REFERENCE_MODES = ("adapter", "precomputed")
@@ -40,19 +41,12 @@ class DPOStage(SFTStage):
 
     Args:
         model: The AnyMAL model.
-        lr: Peak learning rate.
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        warmup_steps: Linear warm-up steps.
-        final_lr_ratio: The LR decays linearly to ``lr * final_lr_ratio`` at the last step.
+        optimizer: AdamW and its learning-rate schedule.
         init_from: Export of the SFT stage (projectors + LoRA).
         beta: DPO temperature (strength of the implicit KL penalty).
         label_smoothing: cDPO's eps, the assumed rate of flipped preference labels (paper: 0.05).
         reference: ``adapter`` or ``precomputed`` (see above).
-        lora_r: LoRA rank (must match the SFT export).
-        lora_alpha: LoRA alpha (must match the SFT export).
-        lora_dropout: Dropout on the LoRA branch.
-        lora_target_modules: peft ``target_modules`` (must match the SFT export).
+        lora: The LoRA adapters (rank, alpha and target modules must match the SFT export).
         train_projectors: Also train the projectors (frozen by default: it kept task scores stable on the toy world).
     """
 
@@ -61,42 +55,24 @@ class DPOStage(SFTStage):
     def __init__(
         self,
         model: AnyMALModel,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 20,
-        final_lr_ratio: float = 2 / 3,
+        optimizer: OptimizerSettings = OptimizerSettings(lr=1e-5, warmup_steps=20, decay="linear", min_lr_ratio=2 / 3),
         init_from: str | None = None,
         beta: float = 0.1,
         label_smoothing: float = 0.05,
         reference: str = "adapter",
-        lora_r: int = 8,
-        lora_alpha: int = 32,
-        lora_dropout: float = 0.05,
-        lora_target_modules: str | list[str] = "all-linear",
+        lora: LoRASettings = LoRASettings(),
         train_projectors: bool = False,
     ) -> None:
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
-        super().__init__(
-            model, lr, weight_decay, betas, warmup_steps, final_lr_ratio, init_from,
-            lora_r, lora_alpha, lora_dropout, lora_target_modules, neftune_alpha=0.0,
-            train_projectors=train_projectors,
-        )  # fmt: skip
+        super().__init__(model, optimizer, init_from, lora, neftune_alpha=0.0, train_projectors=train_projectors)
         self.beta, self.label_smoothing, self.reference = beta, label_smoothing, reference
-        self.final_lr_ratio = final_lr_ratio
         self.reference_model: DPOReference = (
             FrozenAdapterReference(self.model, copy_projectors=train_projectors)
             if reference == "adapter"
             else PrecomputedReference(init_from)
         )
         self.configure_trainable()  # the reference adapter, if any, stays frozen
-
-    def lr_multiplier(self, step: int, total_steps: int) -> float:
-        warmup, final = self.hparams.warmup_steps, self.final_lr_ratio
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return 1.0 - (1.0 - final) * min(1.0, (step - warmup) / max(1, total_steps - warmup))
 
     def configure_trainable(self) -> None:
         super().configure_trainable()

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from anymal_lit.models.anymal import AnyMALModel
-from anymal_lit.models.lora import add_lora, lora_state, save_lora
+from anymal_lit.models.lora import LoRASettings, add_lora, lora_state, save_lora
 from anymal_lit.stages.base import AnyMALStage
+from anymal_lit.stages.optimization import OptimizerSettings
 
 
 class SFTStage(AnyMALStage):
@@ -21,16 +22,9 @@ class SFTStage(AnyMALStage):
 
     Args:
         model: The AnyMAL model.
-        lr: Peak learning rate.
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        warmup_steps: Linear warm-up steps.
-        min_lr_ratio: Final LR as a fraction of the peak (cosine decay).
+        optimizer: AdamW and its learning-rate schedule.
         init_from: Export of the alignment stage (projectors) or of an earlier SFT run (projectors + LoRA).
-        lora_r: LoRA rank.
-        lora_alpha: LoRA scaling numerator (scale = alpha / r).
-        lora_dropout: Dropout on the LoRA branch.
-        lora_target_modules: peft ``target_modules`` (``all-linear``: every linear layer but the output head).
+        lora: The LoRA adapters on the LLM.
         neftune_alpha: NEFTune noise strength (0 disables it).
         train_projectors: Keep training the projectors (the paper does).
     """
@@ -40,26 +34,20 @@ class SFTStage(AnyMALStage):
     def __init__(
         self,
         model: AnyMALModel,
-        lr: float = 5e-5,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 40,
-        min_lr_ratio: float = 0.1,
+        optimizer: OptimizerSettings = OptimizerSettings(lr=5e-5, warmup_steps=40),
         init_from: str | None = None,
-        lora_r: int = 8,
-        lora_alpha: int = 32,
-        lora_dropout: float = 0.05,
-        lora_target_modules: str | list[str] = "all-linear",
+        lora: LoRASettings = LoRASettings(),
         neftune_alpha: float = 10.0,
         train_projectors: bool = True,
     ) -> None:
-        self.lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout, "target_modules": lora_target_modules}
+        self.lora = lora
         self.train_projectors = train_projectors
-        super().__init__(model, lr, weight_decay, betas, warmup_steps, min_lr_ratio, init_from)
+        super().__init__(model, optimizer, init_from)
+        self.hparams["lora"] = lora.as_dict()
         self.model.neftune_alpha = neftune_alpha
 
     def configure_trainable(self) -> None:
-        add_lora(self.model.llm, **self.lora)
+        add_lora(self.model.llm, self.lora)
         self.model.requires_grad_(False)
         self.model.projectors.requires_grad_(self.train_projectors)
         for name, param in self.model.llm.model.named_parameters():
@@ -67,7 +55,7 @@ class SFTStage(AnyMALStage):
         self.model.llm.frozen = False  # adapters train, so dropout inside them follows train/eval
 
     def export_meta(self) -> dict[str, Any]:
-        return {**super().export_meta(), "lora": self.lora}
+        return {**super().export_meta(), "lora": self.lora.as_dict()}
 
     def check_export(self, path: str, meta: dict[str, Any]) -> None:
         """An export with LoRA adapters must be continued with the same rank, alpha and target modules: a different
@@ -75,9 +63,9 @@ class SFTStage(AnyMALStage):
         exported = meta.get("lora")
         if not exported:
             return
-        keys = {"r": "lora_r", "alpha": "lora_alpha", "target_modules": "lora_target_modules"}
-        differ = [f"{arg}: {exported[k]!r} (this stage: {self.lora[k]!r})" for k, arg in keys.items()
-                  if k in exported and exported[k] != self.lora[k]]  # fmt: skip
+        ours = self.lora.as_dict()
+        differ = [f"lora.{k}: {exported[k]!r} (this stage: {ours[k]!r})" for k in ("r", "alpha", "target_modules")
+                  if k in exported and exported[k] != ours[k]]  # fmt: skip
         if differ:
             raise ValueError(
                 f"{path}: its LoRA adapters were trained with other settings; set the stage's " + ", ".join(differ)

@@ -32,7 +32,14 @@ def workdir(tmp_path, tiny_world):
 
 def test_fit_then_validate_through_the_cli(workdir):
     yaml = str(REPO / "experiments" / "demo" / "align_image.yaml")
-    short = ["--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--model.init_args.warmup_steps", "1"]
+    short = [
+        "--trainer.max_steps",
+        "6",
+        "--trainer.val_check_interval",
+        "3",
+        "--model.init_args.optimizer.warmup_steps",
+        "1",
+    ]
     cli("fit", "-c", yaml, *short, cwd=workdir)
     card = json.loads((workdir / "runs/demo/scorecard.json").read_text())
     caption = card["stages"]["align"]["image_caption"]
@@ -55,7 +62,7 @@ def printed_config(*args: str, cwd: Path) -> str:
     import contextlib
     import io
 
-    from anymal_lit.cli import AnyMALCLI
+    from anymal_lit.lightning_cli import AnyMALCLI
 
     out, here = io.StringIO(), os.getcwd()
     os.chdir(cwd)
@@ -84,13 +91,17 @@ def test_paper_recipes_hold_table_11_settings(workdir):
     assert (projector["num_latents"], projector["num_layers"]) == (64, 6)
     trainer = image["trainer"]
     global_batch = image["data"]["init_args"]["batch_size"] * trainer["devices"] * trainer["num_nodes"]
-    assert global_batch == 2048 and image["model"]["init_args"]["lr"] == 2e-4 and trainer["max_steps"] == 100000
+    assert (
+        global_batch == 2048
+        and image["model"]["init_args"]["optimizer"]["lr"] == 2e-4
+        and trainer["max_steps"] == 100000
+    )
     audio_model = audio["model"]["init_args"]["model"]["init_args"]
     assert audio_model["encoders"]["audio"]["class_path"].endswith("ClapAudioEncoder")
     assert audio_model["projectors"]["audio"]["class_path"].endswith("LinearProjector")
     assert audio_model["projectors"]["audio"]["init_args"]["num_tokens"] == 32
     assert audio["data"]["init_args"]["batch_size"] * audio["trainer"]["devices"] == 128
-    assert audio["model"]["init_args"]["lr"] == 1e-4
+    assert audio["model"]["init_args"]["optimizer"]["lr"] == 1e-4
     video_projector = video["model"]["init_args"]["model"]["init_args"]["projectors"]["video"]["init_args"]
     assert (video_projector["num_latents"], video_projector["num_layers"]) == (32, 4)
     imu_projector = imu["model"]["init_args"]["model"]["init_args"]["projectors"]["imu"]
@@ -115,7 +126,17 @@ def test_three_stage_chain_through_the_cli(workdir):
     quick = ["--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"]
     for name, steps in (("align", "2"), ("sft", "2"), ("dpo", "2")):
         yaml = str(REPO / "experiments" / "demo" / f"{name}.yaml")
-        cli("fit", "-c", yaml, "--trainer.max_steps", steps, "--model.init_args.warmup_steps", "1", *quick, cwd=workdir)
+        cli(
+            "fit",
+            "-c",
+            yaml,
+            "--trainer.max_steps",
+            steps,
+            "--model.init_args.optimizer.warmup_steps",
+            "1",
+            *quick,
+            cwd=workdir,
+        )
         assert (workdir / f"runs/demo/{name}/checkpoints/export/trainable.safetensors").is_file()
     card = json.loads((workdir / "runs/demo/scorecard.json").read_text())["stages"]
     for modality in ("image", "audio", "video", "imu"):  # one alignment run, all four modalities

@@ -10,6 +10,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from anymal_lit.data import PreferenceDataModule
 from anymal_lit.stages import DPOStage
 from anymal_lit.stages.dpo_reference import REFERENCE_FILE, split_loaders
+from anymal_lit.stages.optimization import OptimizerSettings
 from tests.conftest import build_model
 from tests.integration.test_resume import Record
 from tests.unit.test_dpo_reference import preference_files
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def run(world, files, ckpt_dir, steps: int, stop_at: int | None = None, resume: str | None = None):
     L.seed_everything(0)
     # shuffled pairs and LoRA dropout draw random numbers; lr high enough that two steps move the policy
-    stage = DPOStage(build_model(world), lr=5e-2, warmup_steps=1, reference="precomputed")
+    stage = DPOStage(build_model(world), optimizer=OptimizerSettings(lr=5e-2, warmup_steps=1), reference="precomputed")
     dm = PreferenceDataModule(train_file=files["train"], val_file=files["val"], batch_size=2)  # 4 steps per epoch
     record = Record(stop_at)
     trainer = L.Trainer(

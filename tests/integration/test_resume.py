@@ -6,6 +6,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from anymal_lit.data import ImageTextDataModule, MixtureDataModule
 from anymal_lit.stages import SFTStage
+from anymal_lit.stages.optimization import OptimizerSettings
 from tests.conftest import build_model
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ def mixture(world) -> MixtureDataModule:
 def run(world, ckpt_dir, steps: int, stop_at: int | None = None, resume: str | None = None, data=None) -> dict:
     L.seed_everything(0)
     # SFT: shuffled data, LoRA dropout and NEFTune noise all draw random numbers
-    stage = SFTStage(build_model(world), lr=1e-3, warmup_steps=1, neftune_alpha=5.0)
+    stage = SFTStage(build_model(world), optimizer=OptimizerSettings(lr=1e-3, warmup_steps=1), neftune_alpha=5.0)
     data = data or ImageTextDataModule(
         train_file=str(world / "image_caption_train.jsonl"), batch_size=4, num_workers=1
     )  # 64 records: 16 steps per epoch

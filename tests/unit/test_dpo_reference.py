@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from anymal_lit.data import PreferenceDataModule
 from anymal_lit.stages import DPOStage
 from anymal_lit.stages.dpo_reference import REFERENCE_FILE, PrecomputedReference, read_table
+from anymal_lit.stages.optimization import OptimizerSettings
 from tests.conftest import build_model
 
 
@@ -31,7 +32,7 @@ def preference_files(world: Path, tmp_path: Path, train: int, val: int) -> dict[
 def fit(world: Path, files: dict[str, str], root: Path, steps: int = 1, sanity: int = 0) -> tuple[DPOStage, list]:
     """A short precomputed-reference DPO fit; returns the stage and its ``(split, loss)`` steps."""
     L.seed_everything(0)
-    stage = DPOStage(build_model(world), lr=1e-2, warmup_steps=1, reference="precomputed")
+    stage = DPOStage(build_model(world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1), reference="precomputed")
     steps_seen = []
     original = stage._dpo_step
 

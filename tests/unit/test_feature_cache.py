@@ -24,6 +24,7 @@ from anymal_lit.data import (
 from anymal_lit.data.feature_cache import CachedFeatures, FeatureCache, content_hash, encoder_key, read_entry
 from anymal_lit.encoders import MediaError
 from anymal_lit.stages import AlignmentStage
+from anymal_lit.stages.optimization import OptimizerSettings
 from tests.conftest import REPO, build_model
 
 
@@ -152,7 +153,7 @@ fc.FeatureCache(cache).fill("image", build_model(world).encoders["image"], [p fo
 
 def train_losses(world, tmp_path, cache, steps=4) -> list[float]:
     torch.manual_seed(0)
-    stage = AlignmentStage(build_model(world), lr=1e-2, warmup_steps=1)
+    stage = AlignmentStage(build_model(world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1))
     dm = ImageTextDataModule(train_file=str(world / "image_caption_train.jsonl"), batch_size=4, feature_cache=cache)
     losses = []
 

@@ -12,6 +12,7 @@ import torch.distributed as dist
 from anymal_lit.collectives import all_reduce_sum, collective_device
 from anymal_lit.data import ImageTextDataModule
 from anymal_lit.stages import AlignmentStage
+from anymal_lit.stages.optimization import OptimizerSettings
 from tests.conftest import build_model
 
 pytestmark = pytest.mark.gpu
@@ -39,7 +40,7 @@ def test_nccl_collectives_run_on_the_cuda_device():
 
 def test_bf16_mixed_alignment_trains_on_cuda(tmp_path, tiny_world):
     torch.manual_seed(0)
-    stage = AlignmentStage(build_model(tiny_world), lr=1e-2, warmup_steps=1)
+    stage = AlignmentStage(build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1))
     before = {k: v.detach().clone() for k, v in stage.model.projectors.state_dict().items()}
     dm = ImageTextDataModule(train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4)
     trainer = L.Trainer(

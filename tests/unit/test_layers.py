@@ -16,7 +16,18 @@ PACKAGE = Path(__file__).resolve().parents[2] / "anymal_lit"
 LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
 ABOVE_THE_LIBRARY = tuple(
     f"anymal_lit.{name}"
-    for name in ("data", "stages", "callbacks", "toyworld", "cli", "commands", "inference", "strategies", "demo")
+    for name in (
+        "data",
+        "stages",
+        "callbacks",
+        "toyworld",
+        "cli",
+        "lightning_cli",
+        "commands",
+        "inference",
+        "strategies",
+        "demo",
+    )
 )
 RULES = {
     # layer -> what it must not reach, directly or through the anymal_lit modules it imports
@@ -30,7 +41,6 @@ TOY_WORLD = "anymal_lit.toyworld"
 TOY_WORLD_USERS = (
     "anymal_lit.demo",  # the demo builds the toy world and reports on it
     "anymal_lit.commands",  # `anymal-lit toyworld` / `tiny-lm` / `demo`
-    "anymal_lit.cli",  # dispatches `toyworld` / `tiny-lm` itself until those commands move to anymal_lit/commands
 )
 
 

@@ -1,3 +1,4 @@
+import inspect
 import json
 import math
 import shutil
@@ -9,8 +10,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from anymal_lit.data import ImageTextDataModule, PreferenceDataModule, RecordError
 from anymal_lit.losses import dpo_loss
-from anymal_lit.models.lora import REFERENCE_ADAPTER
+from anymal_lit.models.lora import REFERENCE_ADAPTER, LoRASettings
 from anymal_lit.stages import AlignmentStage, DPOStage, SFTStage
+from anymal_lit.stages.optimization import OptimizerSettings, lr_multiplier
 from tests.conftest import build_model
 
 
@@ -46,7 +48,7 @@ def trainer(tmp_path, steps):
 def align_export(tmp_path_factory, tiny_world):
     tmp = tmp_path_factory.mktemp("align")
     torch.manual_seed(0)
-    stage = AlignmentStage(build_model(tiny_world), lr=1e-2, warmup_steps=1)
+    stage = AlignmentStage(build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1))
     dm = ImageTextDataModule(train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4)
     trainer(tmp, 2).fit(stage, dm)
     return tmp / "ckpt" / "export"
@@ -56,7 +58,9 @@ def align_export(tmp_path_factory, tiny_world):
 def sft_export(tmp_path_factory, tiny_world, align_export):
     tmp = tmp_path_factory.mktemp("sft")
     torch.manual_seed(1)
-    stage = SFTStage(build_model(tiny_world), lr=1e-2, warmup_steps=1, init_from=str(align_export))
+    stage = SFTStage(
+        build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1), init_from=str(align_export)
+    )
     dm = ImageTextDataModule(train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4)
     trainer(tmp, 2).fit(stage, dm)
     return tmp / "ckpt" / "export"
@@ -64,7 +68,9 @@ def sft_export(tmp_path_factory, tiny_world, align_export):
 
 def test_sft_starts_from_the_alignment_export_and_trains_only_projectors_and_lora(tmp_path, tiny_world, align_export):
     torch.manual_seed(7)
-    stage = SFTStage(build_model(tiny_world), lr=1e-2, warmup_steps=1, init_from=str(align_export))
+    stage = SFTStage(
+        build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1), init_from=str(align_export)
+    )
     from safetensors.torch import load_file
 
     exported = load_file(str(align_export / "trainable.safetensors"))
@@ -87,10 +93,10 @@ def test_sft_starts_from_the_alignment_export_and_trains_only_projectors_and_lor
 def test_a_stage_refuses_an_export_whose_lora_settings_differ(tiny_world, sft_export):
     """Another alpha loads without a shape error but rescales every adapter: the stage says which setting to change."""
     assert json.loads((sft_export / "export.json").read_text())["lora"]["alpha"] == 32
-    with pytest.raises(ValueError, match=r"export: its LoRA adapters .* lora_alpha: 32 \(this stage: 16\)"):
-        DPOStage(build_model(tiny_world), init_from=str(sft_export), lora_alpha=16)
-    with pytest.raises(ValueError, match=r"lora_r: 8 \(this stage: 4\)"):
-        SFTStage(build_model(tiny_world), init_from=str(sft_export / "trainable.safetensors"), lora_r=4)
+    with pytest.raises(ValueError, match=r"export: its LoRA adapters .* lora.alpha: 32 \(this stage: 16\)"):
+        DPOStage(build_model(tiny_world), init_from=str(sft_export), lora=LoRASettings(alpha=16))
+    with pytest.raises(ValueError, match=r"lora.r: 8 \(this stage: 4\)"):
+        SFTStage(build_model(tiny_world), init_from=str(sft_export / "trainable.safetensors"), lora=LoRASettings(r=4))
     DPOStage(build_model(tiny_world), init_from=str(sft_export))  # the same settings load
 
 
@@ -130,8 +136,8 @@ def preference_file(world, tmp_path, bad=None):
 @pytest.mark.parametrize("reference", ["adapter", "precomputed"])
 def test_dpo_starts_at_log2_and_keeps_the_reference_frozen(tmp_path, tiny_world, sft_export, reference):
     torch.manual_seed(3)
-    stage = DPOStage(build_model(tiny_world), lr=1e-2, warmup_steps=1, init_from=str(sft_export),
-                     label_smoothing=0.0, reference=reference)  # fmt: skip
+    stage = DPOStage(build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1),
+                     init_from=str(sft_export), label_smoothing=0.0, reference=reference)  # fmt: skip
     dm = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path)), batch_size=4)
     stage.model.llm.model.eval()
     losses = []
@@ -171,9 +177,11 @@ def test_bad_preference_records(tmp_path, tiny_world, bad, message):
     assert len(skipping.preference_records(skipping.files["train"])) == 7
 
 
-def test_dpo_schedule_warms_up_then_decays_linearly_to_two_thirds(tiny_world):
-    stage = DPOStage(build_model(tiny_world), warmup_steps=20, final_lr_ratio=2 / 3)
-    assert stage.lr_multiplier(0, 120) == pytest.approx(1 / 20)
-    assert stage.lr_multiplier(19, 120) == pytest.approx(1.0)
-    assert stage.lr_multiplier(70, 120) == pytest.approx(1 - (1 / 3) * 0.5)
-    assert stage.lr_multiplier(120, 120) == pytest.approx(2 / 3)
+def test_dpo_schedule_warms_up_then_decays_linearly_to_two_thirds():
+    """DPOStage's default is the paper's DPO recipe (appendix E.3): lr 1e-5, 20 warm-up steps, linear to 2/3."""
+    settings = inspect.signature(DPOStage).parameters["optimizer"].default
+    assert settings.lr == 1e-5
+    assert lr_multiplier(0, 120, settings) == pytest.approx(1 / 20)
+    assert lr_multiplier(19, 120, settings) == pytest.approx(1.0)
+    assert lr_multiplier(70, 120, settings) == pytest.approx(1 - (1 / 3) * 0.5)
+    assert lr_multiplier(120, 120, settings) == pytest.approx(2 / 3)

@@ -6,13 +6,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from anymal_lit.data import ImageTextDataModule
-from anymal_lit.stages import AlignmentStage, load_export, warmup_cosine
+from anymal_lit.stages import AlignmentStage, load_export, lr_multiplier
+from anymal_lit.stages.optimization import OptimizerSettings
 from tests.conftest import build_model
 
 
 def fit(tmp_path, world, steps=3, **stage_kwargs):
     torch.manual_seed(0)
-    stage = AlignmentStage(build_model(world), lr=1e-2, warmup_steps=1, **stage_kwargs)
+    stage = AlignmentStage(build_model(world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1), **stage_kwargs)
     dm = ImageTextDataModule(train_file=str(world / "image_caption_train.jsonl"), batch_size=4)
     trainer = L.Trainer(
         max_steps=steps,
@@ -72,7 +73,8 @@ def test_export_with_wrong_shapes_is_refused(tmp_path, tiny_world):
 
 
 def test_warmup_then_cosine_to_min_ratio():
-    assert warmup_cosine(0, 10, 100, 0.1) == pytest.approx(0.1)
-    assert warmup_cosine(9, 10, 100, 0.1) == pytest.approx(1.0)
-    assert warmup_cosine(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
+    settings = OptimizerSettings(warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_multiplier(0, 100, settings) == pytest.approx(0.1)
+    assert lr_multiplier(9, 100, settings) == pytest.approx(1.0)
+    assert lr_multiplier(55, 100, settings) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_multiplier(100, 100, settings) == pytest.approx(0.1)

@@ -16,6 +16,7 @@ from anymal_lit.data import ConversationDataModule, RecordError, WebDataModule, 
 from anymal_lit.data.webdataset import shard_record_json
 from anymal_lit.encoders import IMUEncoder, OpenCLIPImageEncoder
 from anymal_lit.stages import AlignmentStage
+from anymal_lit.stages.optimization import OptimizerSettings
 from tests.conftest import build_model
 
 
@@ -152,7 +153,7 @@ def test_convert_cli_and_training_from_shards(tiny_world, tmp_path, capsys):
           "--out", str(tmp_path / "cap-%06d.tar"), "--maxcount", "32"])  # fmt: skip
     assert "wrote 2 shard(s)" in capsys.readouterr().out
     L.seed_everything(0)
-    stage = AlignmentStage(build_model(tiny_world), lr=1e-3, warmup_steps=1)
+    stage = AlignmentStage(build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-3, warmup_steps=1))
     data = WebDataModule(train_shards=str(tmp_path / "cap-{000000..000001}.tar"), samples_per_epoch=8, batch_size=4)
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip

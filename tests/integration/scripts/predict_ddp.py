@@ -14,7 +14,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from anymal_lit.callbacks import PredictionWriter
-from anymal_lit.cli import AnyMALCLI
+from anymal_lit.lightning_cli import AnyMALCLI
 
 config, out_dir = sys.argv[1], Path(sys.argv[2])
 ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]

@@ -21,7 +21,9 @@ from torch.utils.data import DistributedSampler
 
 from anymal_lit.callbacks import PreferenceEvalCallback
 from anymal_lit.data import ImageTextDataModule, PreferenceDataModule
+from anymal_lit.models.lora import LoRASettings
 from anymal_lit.stages import DPOStage, SFTStage
+from anymal_lit.stages.optimization import OptimizerSettings
 from anymal_lit.strategies import CPUDeepSpeedStrategy, FSDP2Strategy
 from tests.conftest import build_model
 
@@ -82,14 +84,23 @@ def fit(stage, data, steps: int, root: Path, *callbacks: Callback) -> Record:
 
 # dropout and NEFTune off: every strategy then computes the same function, so losses compare step by step
 L.seed_everything(0)
-sft = SFTStage(build_model(args.world), lr=1e-3, warmup_steps=1, lora_dropout=0.0, neftune_alpha=0.0)
+sft = SFTStage(
+    build_model(args.world),
+    optimizer=OptimizerSettings(lr=1e-3, warmup_steps=1),
+    lora=LoRASettings(dropout=0.0),
+    neftune_alpha=0.0,
+)
 sft_data = ImageTextDataModule(train_file=str(args.sft), batch_size=2, skip_bad_records=True)
 sft_record = fit(sft, sft_data, args.sft_steps, args.workdir / "sft")
 
 dist.barrier()  # rank 0 has written the SFT export that every rank's DPO stage starts from
 L.seed_everything(0)
-dpo = DPOStage(build_model(args.world), lr=1e-3, warmup_steps=1, init_from=str(args.workdir / "sft" / "export"),
-               lora_dropout=0.0)  # fmt: skip
+dpo = DPOStage(
+    build_model(args.world),
+    optimizer=OptimizerSettings(lr=1e-3, warmup_steps=1),
+    init_from=str(args.workdir / "sft" / "export"),
+    lora=LoRASettings(dropout=0.0),
+)
 dpo_data = PreferenceDataModule(train_file=str(args.preference), batch_size=2, skip_bad_records=True)
 # not under ZeRO-3: evaluation callbacks call the module outside the DeepSpeed engine's forward, where ZeRO-3 does
 # not gather parameters used outside their own module (nn.MultiheadAttention's out_proj in the image encoder)

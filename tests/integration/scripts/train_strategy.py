@@ -18,6 +18,7 @@ from torch.utils.data import DistributedSampler
 
 from anymal_lit.data import ImageTextDataModule, MixtureDataModule
 from anymal_lit.stages import AlignmentStage
+from anymal_lit.stages.optimization import OptimizerSettings
 from anymal_lit.strategies import CPUDeepSpeedStrategy, FSDP2Strategy, local_bytes
 from tests.conftest import build_model
 
@@ -55,7 +56,7 @@ class Record(Callback):
 
 
 L.seed_everything(0)
-stage = AlignmentStage(build_model(args.world), lr=1e-3, warmup_steps=1)
+stage = AlignmentStage(build_model(args.world), optimizer=OptimizerSettings(lr=1e-3, warmup_steps=1))
 data = ImageTextDataModule(train_file=str(args.world / "image_caption_train.jsonl"), batch_size=4)
 if args.mixture:  # 32 rows per epoch: 4 steps of 4 rows per rank
     files = {"caption": "image_caption_train.jsonl", "sft": "image_sft_train.jsonl"}
