@@ -47,7 +47,8 @@ class DPOStage(SFTStage):
         label_smoothing: cDPO's eps, the assumed rate of flipped preference labels (paper: 0.05).
         reference: ``adapter`` or ``precomputed`` (see above).
         lora: The LoRA adapters (rank, alpha and target modules must match the SFT export).
-        train_projectors: Also train the projectors (frozen by default: it kept task scores stable on the toy world).
+        train_projectors: Also train the projectors (frozen by default: preferences are about the replies, and frozen
+            projectors keep the perception that alignment and SFT trained).
     """
 
     stage_name = "dpo"
