@@ -18,7 +18,7 @@ install: $(BIN)/.installed
 demo: install  ## toy world + tiny models -> alignment -> SFT -> DPO -> runs/demo/scorecard.json
 	$(BIN)/anymal-lit demo
 
-tiny-lm: install  ## retrain the tiny chat LM the toy world ships (anymal_lit/toyworld/assets/tiny-lm, ~16 CPU min)
+tiny-lm: install  ## replace the shipped tiny chat LM (anymal_lit/toyworld/assets/tiny-lm) by one trained from scratch by its recipe (~16 CPU min; other weights, see its recipe.json)
 	$(BIN)/anymal-lit tiny-lm --out anymal_lit/toyworld/assets/tiny-lm
 
 test: install  ## the whole suite (CPU, offline, tiny models)

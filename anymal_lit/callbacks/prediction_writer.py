@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
-import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from anymal_lit.collectives import all_gather_objects
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class PredictionWriter(BasePredictionWriter):
         rows.extend((i, str(p["id"]), p["prediction"]) for i, p in zip(indices, prediction))
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        gathered = _gather_to_all(self._rows)  # every process takes part, whatever its share was
+        gathered = all_gather_objects(self._rows)  # every process takes part, whatever its share was
         self._rows = {}
         if not trainer.is_global_zero:
             return
@@ -99,15 +100,6 @@ class PredictionWriter(BasePredictionWriter):
         self.counts = {"generated": len(rows), "written": len(unique), "skipped": total - len(unique)}
         log.info("wrote %d predictions to %s (%d records skipped as bad)", len(unique), out, self.counts["skipped"])
         self.written = out
-
-
-def _gather_to_all(rows: dict[int, list[Row]]) -> list[dict[int, list[Row]]]:
-    """Every process's rows (a list with one entry per rank); just this process's rows without a process group."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return [rows]
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, rows)  # pickles through tensors on the group's device (NCCL: the current GPU)
-    return parts
 
 
 def _line(rid: str, prediction: str, record: Any) -> dict[str, Any]:

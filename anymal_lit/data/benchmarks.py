@@ -293,13 +293,3 @@ def write_jsonl(records: list[dict], path: str | Path) -> Path:
         lines.append(json.dumps(record) + "\n")
     path.write_text("".join(lines))
     return path
-
-
-def __getattr__(name: str) -> Any:
-    # write_mmbench_tsv writes toy data: it lives in anymal_lit.toyworld.benchmark_files (imported lazily, so the
-    # data package does not import the toy world)
-    if name == "write_mmbench_tsv":
-        from anymal_lit.toyworld.benchmark_files import write_mmbench_tsv
-
-        return write_mmbench_tsv
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,7 @@ from anymal_lit.data.records import Record, RecordError
 from anymal_lit.encoders.base import MediaError, MediaProcessor
 from anymal_lit.losses import IGNORE_INDEX
 from anymal_lit.models.batch import Batch, MediaGroup
+from anymal_lit.models.padding import attention_mask, pad_rows
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,9 @@ class PaddingCollator:
         kept = [s for s in samples if s is not None]
         if not kept:
             return {"skipped": len(samples)}
-        longest = max(len(s["input_ids"]) for s in kept)
-        input_ids = torch.full((len(kept), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(kept), longest), dtype=torch.long)
-        labels = torch.full((len(kept), longest), IGNORE_INDEX, dtype=torch.long)
+        rows = [torch.as_tensor(s["input_ids"], dtype=torch.long) for s in kept]
         media: dict[str, dict[str, list]] = {}
-        for r, sample in enumerate(kept):
-            n = len(sample["input_ids"])
-            input_ids[r, :n] = sample["input_ids"]
-            attention_mask[r, :n] = 1
-            if sample["labels"] is not None:
-                labels[r, :n] = sample["labels"]
+        for sample in kept:
             for modality, pieces in sample["media"]:
                 group = media.setdefault(modality, {"pieces": [], "features": [], "counts": [], "cached": []})
                 cached = isinstance(pieces, CachedFeatures)
@@ -124,13 +117,17 @@ class PaddingCollator:
         batch: Batch = {
             "ids": [s["id"] for s in kept],
             "index": torch.tensor([s["index"] for s in kept]),
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
+            "input_ids": pad_rows(rows, self.pad_token_id),
+            "attention_mask": attention_mask([len(row) for row in rows]),
             "media": {m: _media_group(g) for m, g in media.items()},
             "skipped": len(samples) - len(kept),
         }
         if kept[0]["labels"] is not None:
-            batch["labels"] = labels
+            labels = [
+                row.new_full(row.shape, IGNORE_INDEX) if s["labels"] is None else s["labels"]
+                for s, row in zip(kept, rows)
+            ]
+            batch["labels"] = pad_rows([torch.as_tensor(row, dtype=torch.long) for row in labels], IGNORE_INDEX)
         return batch
 
 

@@ -22,6 +22,10 @@ from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
 DEFAULT_BATCH_SIZE = 16
 """Samples per batch unless a data module is told otherwise."""
 
+MEDIA_TOKENS_ESTIMATE = 32
+"""LLM tokens a media item counts for in ``group_by_length``'s length estimate when ``media_tokens`` does not name its
+modality (AnyMAL's projectors give 32 or 64 per piece; the estimate only groups similar lengths)."""
+
 
 class ConversationDataModule(L.LightningDataModule):
     """Train/val/test/predict files of conversations with media: JSONL or a JSON array of records (LLaVA's
@@ -53,7 +57,7 @@ class ConversationDataModule(L.LightningDataModule):
         group_by_length: Length-aware batching for training: batches of similar lengths (less padding, even packs;
             :class:`~anymal_lit.data.length_grouped.LengthGroupedSampler`), random across batches.
         media_tokens: Tokens each media item adds, per modality, for the length estimate of ``group_by_length``
-            (default 32: the paper's projectors give 32 or 64).
+            (a modality not named counts :data:`MEDIA_TOKENS_ESTIMATE`).
     """
 
     modalities: tuple[str, ...] | None = None
@@ -192,10 +196,10 @@ class ConversationDataModule(L.LightningDataModule):
         return self._loader("train", shuffle=True, sampler=sampler)
 
     def length_estimates(self, dataset: ConversationDataset) -> list[int]:
-        """Per record: text tokens + ``media_tokens`` (default 32) per media item."""
+        """Per record: text tokens + ``media_tokens`` (or :data:`MEDIA_TOKENS_ESTIMATE`) per media item."""
         texts = ["\n".join(m["content"] for m in r.messages) for r in dataset.records]
         counts = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        media = [sum(self.media_tokens.get(m, 32) for m, _ in r.media) for r in dataset.records]
+        media = [sum(self.media_tokens.get(m, MEDIA_TOKENS_ESTIMATE) for m, _ in r.media) for r in dataset.records]
         return [len(ids) + extra for ids, extra in zip(counts, media)]
 
     def length_grouped_sampler(self, dataset: ConversationDataset) -> LengthGroupedSampler:

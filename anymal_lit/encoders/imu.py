@@ -129,7 +129,18 @@ class IMUProcessor:
 
 @dataclass
 class IMUEncoderConfig:
-    """Architecture of :class:`IMUEncoder` (saved as ``imu_encoder.json``)."""
+    """Architecture of :class:`IMUEncoder` (saved as ``imu_encoder.json``).
+
+    Args:
+        channels: Input channels (6 = accelerometer xyz + gyroscope xyz).
+        sample_rate: Rate the encoder runs at (Hz); traces at other rates are resampled.
+        window: Samples per piece (the encoder's input length); longer traces become several pieces.
+        width: Token size.
+        layers: Transformer layers.
+        heads: Attention heads.
+        stem_stride: Time downsampling of the conv stem (a power of 2); tokens per piece = window / stem_stride.
+        scale: Multiplies the raw input, to bring it to about unit variance (e.g. 1/9.81 for m/s^2).
+    """
 
     channels: int = 6
     sample_rate: float = 50.0
@@ -138,23 +149,17 @@ class IMUEncoderConfig:
     layers: int = 2
     heads: int = 4
     stem_stride: int = 4
-    scale: float = 1.0  # input units -> ~unit variance (e.g. 1/9.81 for m/s^2)
+    scale: float = 1.0
 
 
 class IMUEncoder(ModalityEncoder):
     """IMU2CLIP-style encoder: conv stem (two stride-2 blocks) -> transformer -> ``[B, window / 4, width]`` tokens.
 
     Args:
-        pretrained: Folder written by :meth:`save_pretrained` (config + weights); overrides the other arguments.
-        channels: Input channels (6 = accelerometer xyz + gyroscope xyz).
-        sample_rate: Rate the encoder runs at; traces at other rates are resampled.
-        window: Samples per piece (the encoder's input length); longer traces become several pieces.
-        width: Token size.
-        layers: Transformer layers.
-        heads: Attention heads.
-        stem_stride: Time downsampling of the conv stem (a power of 2); tokens per piece = window / stem_stride.
-        scale: Multiplies the raw input (e.g. to bring m/s^2 to unit scale).
-        default_rate: Rate of traces without a timestamp column (default: ``sample_rate``).
+        pretrained: Folder written by :meth:`save_pretrained` (architecture + weights).
+        config: Architecture of a new, randomly initialised encoder (default: :class:`IMUEncoderConfig`'s);
+            not with ``pretrained``, whose folder holds its own.
+        default_rate: Rate of traces without a timestamp column (default: the architecture's ``sample_rate``).
         max_pieces: Most pieces per trace (longer traces keep their start, logged).
         freeze: Keep the encoder frozen (AnyMAL freezes it in every stage).
     """
@@ -164,26 +169,20 @@ class IMUEncoder(ModalityEncoder):
     def __init__(
         self,
         pretrained: str | None = None,
-        channels: int = 6,
-        sample_rate: float = 50.0,
-        window: int = 100,
-        width: int = 128,
-        layers: int = 2,
-        heads: int = 4,
-        stem_stride: int = 4,
-        scale: float = 1.0,
+        config: IMUEncoderConfig | None = None,
         default_rate: float | None = None,
         max_pieces: int | None = 16,
         freeze: bool = True,
     ) -> None:
         super().__init__(freeze=freeze)
         if pretrained is not None:
+            if config is not None:
+                raise ValueError("IMUEncoder: give pretrained (a saved encoder) or config (a new one), not both")
             cfg_path = Path(pretrained) / CONFIG_FILE
             if not cfg_path.is_file():
                 raise FileNotFoundError(f"IMU encoder config not found: {cfg_path}")
-            self.config = IMUEncoderConfig(**json.loads(cfg_path.read_text()))
-        else:
-            self.config = IMUEncoderConfig(channels, sample_rate, window, width, layers, heads, stem_stride, scale)
+            config = IMUEncoderConfig(**json.loads(cfg_path.read_text()))
+        self.config = config or IMUEncoderConfig()
         cfg = self.config
         blocks = int(np.log2(cfg.stem_stride))
         if 2**blocks != cfg.stem_stride or cfg.window % cfg.stem_stride:
@@ -214,10 +213,6 @@ class IMUEncoder(ModalityEncoder):
     def encode(self, pieces: torch.Tensor) -> torch.Tensor:
         x = self.stem(pieces * self.config.scale).transpose(1, 2)  # [P, T/stride, width]
         return self.norm(self.transformer(x + self.positions))
-
-    def pooled(self, pieces: torch.Tensor) -> torch.Tensor:
-        """Mean token ``[P, width]`` (the embedding a contrastive objective trains)."""
-        return self.encode(pieces).mean(1)
 
     def media_processor(self) -> IMUProcessor:
         cfg = self.config

@@ -25,6 +25,8 @@ from anymal_lit.encoders.image import ImageProcessor, OpenCLIPImageEncoder, load
 log = logging.getLogger(__name__)
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+FOLDER_FPS = 4.0
+"""Frame rate a folder of frames is read at unless the encoder is given another (a frame folder has no timestamps)."""
 
 
 def decode_frames(path: str, folder_fps: float) -> tuple[list[Image.Image], list[float]]:
@@ -189,7 +191,7 @@ class VideoProcessor:
     image: ImageProcessor
     frames_per_clip: int
     clip_seconds: float
-    folder_fps: float = 4.0
+    folder_fps: float = FOLDER_FPS
     max_clips: int | None = None
 
     def __call__(self, path: str) -> torch.Tensor:
@@ -245,7 +247,7 @@ class OpenCLIPVideoEncoder(ModalityEncoder):
         layer: int = -1,
         frames_per_clip: int = 8,
         clip_seconds: float = 2.0,
-        folder_fps: float = 4.0,
+        folder_fps: float = FOLDER_FPS,
         max_clips: int | None = 8,
         freeze: bool = True,
     ) -> None:

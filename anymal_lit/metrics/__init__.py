@@ -1,6 +1,6 @@
 """Benchmark metrics that reproduce the reference implementations (see each module for the rule it follows)."""
 
-from anymal_lit.metrics.caption import CaptionMetric, best_constant_cider, caption_scores, cider_score
+from anymal_lit.metrics.caption import CaptionMetric, caption_scores, cider_score
 from anymal_lit.metrics.choice import (
     ChoiceMetric,
     circular_variants,
@@ -23,7 +23,6 @@ __all__ = [
     "RelaxedAccuracyMetric",
     "VQAMetric",
     "auroc",
-    "best_constant_cider",
     "binary_scores",
     "caption_scores",
     "cider_score",

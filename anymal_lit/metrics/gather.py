@@ -1,19 +1,27 @@
-"""Metrics over rows of strings, gathered from every process (torchmetrics cannot sync list-of-string states).
-
-``gather_objects`` lives in :mod:`anymal_lit.collectives` and is re-exported here."""
+"""Metrics over rows of strings, gathered from every process (torchmetrics cannot sync list-of-string states)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from anymal_lit.collectives import gather_objects
 
-__all__ = ["RowMetric", "gather_objects"]
+
+def gather_rows(rows: Iterable[tuple[str, str, Any]]) -> tuple[dict[str, str], dict[str, Any]]:
+    """Every process's ``(id, prediction, target)`` rows as id -> prediction and id -> target, the first row of
+    each id kept (distributed samplers repeat records to even out shards). A collective: call it on every rank."""
+    predictions: dict[str, str] = {}
+    targets: dict[str, Any] = {}
+    for rid, pred, target in gather_objects(list(rows)):
+        predictions.setdefault(rid, pred)
+        targets.setdefault(rid, target)
+    return predictions, targets
 
 
 class RowMetric:
     """Stores ``(id, prediction, target)`` rows per process; :meth:`gathered` merges every process's rows once per
-    id (distributed samplers may repeat records to even out shards)."""
+    id (:func:`gather_rows`)."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, Any]] = []
@@ -24,11 +32,7 @@ class RowMetric:
         self.rows += list(zip(map(str, ids), predictions, targets))
 
     def gathered(self) -> tuple[dict[str, str], dict[str, Any]]:
-        predictions: dict[str, str] = {}
-        targets: dict[str, Any] = {}
-        for rid, pred, target in gather_objects(self.rows):
-            predictions.setdefault(rid, pred)
-            targets.setdefault(rid, target)
+        predictions, targets = gather_rows(self.rows)
         if not predictions:
             raise ValueError(f"{type(self).__name__}: nothing to score (no update() on any process)")
         return predictions, targets

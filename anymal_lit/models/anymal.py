@@ -15,6 +15,7 @@ from anymal_lit.losses import IGNORE_INDEX, masked_lm_loss
 from anymal_lit.models.batch import Batch
 from anymal_lit.models.causal_lm import CausalLM
 from anymal_lit.models.packing import PackedInputs, pack_rows
+from anymal_lit.models.padding import attention_mask, pad_rows
 from anymal_lit.projectors.base import Projector
 
 
@@ -169,20 +170,10 @@ class AnyMALModel(nn.Module):
     def _pad(
         self, rows_e: list[torch.Tensor], rows_l: list[torch.Tensor] | None, side: str, batch: Batch
     ) -> SplicedInputs:
-        lengths = [row.shape[0] for row in rows_e]
-        longest = max(lengths)
         self._check_context(rows_e, batch, self.llm.max_length)
-        B, D = len(rows_e), rows_e[0].shape[-1]
-        ref = rows_e[0]
-        embeds = ref.new_zeros(B, longest, D)
-        attn = torch.zeros(B, longest, dtype=torch.long, device=ref.device)
-        labels = torch.full((B, longest), IGNORE_INDEX, dtype=torch.long, device=ref.device) if rows_l else None
-        for r, n in enumerate(lengths):
-            span = slice(longest - n, longest) if side == "left" else slice(0, n)
-            embeds[r, span] = rows_e[r]
-            attn[r, span] = 1
-            if labels is not None:
-                labels[r, span] = rows_l[r]
+        embeds = pad_rows(rows_e, 0.0, side)
+        attn = attention_mask([row.shape[0] for row in rows_e], side, embeds.device)
+        labels = pad_rows(rows_l, IGNORE_INDEX, side) if rows_l else None
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
         return SplicedInputs(embeds, attn, labels, position_ids)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from anymal_lit.losses import IGNORE_INDEX
+from anymal_lit.models.padding import pad_rows
 
 
 def plan_packs(lengths: list[int], max_length: int) -> list[list[int]]:
@@ -71,29 +72,27 @@ def pack_rows(
     """
     lengths = [row.shape[0] for row in rows_e]
     packs = plan_packs(lengths, max_length)
-    width = pad_to or max(sum(lengths[i] for i in pack) for pack in packs)
-    ref = rows_e[0]
-    R, D = len(packs), ref.shape[-1]
-    embeds = ref.new_zeros(R, width, D)
-    segments = torch.full((R, width), -1, dtype=torch.long, device=ref.device)
-    positions = torch.zeros((R, width), dtype=torch.long, device=ref.device)
-    labels = torch.full((R, width), IGNORE_INDEX, dtype=torch.long, device=ref.device) if rows_l is not None else None
-    for r, pack in enumerate(packs):
-        start = 0
-        for i in pack:
-            n = lengths[i]
-            span = slice(start, start + n)
-            embeds[r, span] = rows_e[i]
-            segments[r, span] = i
-            positions[r, span] = torch.arange(n, device=ref.device)
-            if labels is not None:
-                labels[r, span] = rows_l[i]
-                labels[r, start] = IGNORE_INDEX  # never predicted from the previous sample's last token
-            start += n
+    device = rows_e[0].device
+    embeds = pad_rows([torch.cat([rows_e[i] for i in pack]) for pack in packs], 0.0, length=pad_to)
+    width = embeds.shape[1]
+    segments = pad_rows(
+        [torch.cat([rows_e[i].new_full((lengths[i],), i, dtype=torch.long) for i in pack]) for pack in packs],
+        -1,
+        length=width,
+    )
+    positions = pad_rows(
+        [torch.cat([torch.arange(lengths[i], device=device) for i in pack]) for pack in packs], 0, length=width
+    )
+    labels = None
+    if rows_l is not None:
+        rows_l = [row.clone() for row in rows_l]
+        for row in rows_l:
+            row[:1] = IGNORE_INDEX  # a sample's first token is never predicted from the previous sample's last one
+        labels = pad_rows([torch.cat([rows_l[i] for i in pack]) for pack in packs], IGNORE_INDEX, length=width)
     same = segments[:, :, None] == segments[:, None, :]
-    causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=ref.device))
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=device))
     mask = (same & causal & (segments >= 0)[:, :, None])[:, None]
     # padding rows attend to themselves only (an all-False row would give NaN softmax in some kernels)
-    eye = torch.eye(width, dtype=torch.bool, device=ref.device)
+    eye = torch.eye(width, dtype=torch.bool, device=device)
     mask = mask | (eye & (segments < 0)[:, :, None])[:, None]
     return PackedInputs(embeds, mask, labels, positions, segments)

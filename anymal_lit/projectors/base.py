@@ -13,9 +13,9 @@ class Projector(nn.Module, ABC):
 
     A projector maps the features of one media piece ``[P, N, in_dim]`` to ``num_tokens`` embeddings
     ``[P, num_tokens, out_dim]`` that are spliced into the LLM's input at the placeholder. Its output passes through
-    a LayerNorm whose gain :meth:`match_output_rms` sets to the RMS of the LLM's token embeddings, so that at
-    initialisation the modality tokens have the scale the frozen LLM expects (without it, alignment of a tiny LM
-    stalls in the toy world's calibration runs).
+    a LayerNorm whose gain :meth:`match_output_rms` sets to the RMS of the LLM's token embeddings, so that from
+    initialisation on the modality tokens have the scale of the only inputs the frozen LLM was trained on (tokens of
+    another scale can keep alignment from starting).
 
     Args:
         in_dim: Feature size of the encoder tokens (the encoder's ``output_dim``).

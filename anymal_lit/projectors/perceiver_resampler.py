@@ -31,7 +31,7 @@ class PerceiverResampler(Projector):
     """A fixed number of learned latents cross-attend to the encoder tokens; any N in, ``num_latents`` out.
 
     AnyMAL's defaults: 64 latents and 6 layers for images, 32 latents and 4 layers for video. Fewer latents mean
-    shorter LLM inputs (16 matched 32 on the toy world and ran ~40 % faster).
+    shorter LLM inputs (faster training and generation) and less room for each item's detail.
 
     Args:
         in_dim: Feature size of the encoder tokens.

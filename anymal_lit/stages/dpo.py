@@ -47,7 +47,8 @@ class DPOStage(SFTStage):
         label_smoothing: cDPO's eps, the assumed rate of flipped preference labels (paper: 0.05).
         reference: ``adapter`` or ``precomputed`` (see above).
         lora: The LoRA adapters (rank, alpha and target modules must match the SFT export).
-        train_projectors: Also train the projectors (frozen by default: it kept task scores stable on the toy world).
+        train_projectors: Also train the projectors (frozen by default: preferences are about the replies, and frozen
+            projectors keep the perception that alignment and SFT trained).
         neftune_alpha: NEFTune noise on the policy's text embeddings (paper: 10; 0 disables it). The reference
             forward never gets noise: it stands for the SFT model's distribution, not a training sample of it.
     """

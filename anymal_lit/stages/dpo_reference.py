@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from anymal_lit.collectives import gather_objects
 from anymal_lit.data.preference import pair_hash
-from anymal_lit.metrics.gather import gather_objects
 from anymal_lit.models.anymal import AnyMALModel
 from anymal_lit.models.lora import REFERENCE_ADAPTER, add_reference_adapter
 from anymal_lit.stages.export import WEIGHTS_FILE

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from transformers import ClapAudioConfig, ClapAudioModel, ClapFeatureExtractor
 
 from anymal_lit.encoders.audio import AudioProcessor
-from anymal_lit.encoders.imu import IMUEncoder
+from anymal_lit.encoders.imu import IMUEncoder, IMUEncoderConfig
 from anymal_lit.toyworld import shapes, signals
 from anymal_lit.toyworld.tiny_models import TINY_CLAP_FEATURES, tiny_clap_config, warm_up_tower
 
@@ -232,7 +232,8 @@ def build_tiny_clap(root: Path, rows: list[dict], steps: int, seed: int) -> list
 def build_tiny_imu(root: Path, rows: list[dict], steps: int, seed: int) -> list[float]:
     """A tiny IMU encoder, warmed up contrastively on every window of the training traces, saved in the kit's format."""
     torch.manual_seed(seed)
-    encoder = IMUEncoder(sample_rate=IMU_RATE, window=100, width=96, layers=2, heads=4, scale=0.2, freeze=False)
+    architecture = IMUEncoderConfig(sample_rate=IMU_RATE, window=100, width=96, layers=2, heads=4, scale=0.2)
+    encoder = IMUEncoder(config=architecture, freeze=False)
     processor = encoder.media_processor()
     pieces, captions = [], []
     for r in rows:
@@ -240,7 +241,14 @@ def build_tiny_imu(root: Path, rows: list[dict], steps: int, seed: int) -> list[
         pieces.append(windows)
         captions += [r["conversations"][-1]["value"]] * len(windows)
     losses = warm_up_tower(
-        encoder, encoder.pooled, encoder.output_dim, torch.cat(pieces), captions, steps, "tiny IMU", seed=seed
+        encoder,
+        lambda batch: encoder.encode(batch).mean(1),  # the mean token: the embedding the contrastive warm-up trains
+        encoder.output_dim,
+        torch.cat(pieces),
+        captions,
+        steps,
+        "tiny IMU",
+        seed=seed,
     )
     encoder.save_pretrained(root / "models" / "tiny-imu")
     return losses

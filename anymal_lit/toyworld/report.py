@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from anymal_lit.callbacks.caption_eval import read_coco_references
-from anymal_lit.metrics.caption import best_constant_cider
 from anymal_lit.metrics.choice import CIRCULAR_MOD, mmbench_circular
 from anymal_lit.metrics.vqa import vqa_accuracy
 from anymal_lit.toyworld import signals
+from anymal_lit.toyworld.constant_caption import best_constant_cider
 from anymal_lit.toyworld.shapes import Scene, attribute_accuracy
 
 

@@ -27,7 +27,9 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
+from anymal_lit.losses import IGNORE_INDEX
 from anymal_lit.models.causal_lm import DEFAULT_CHAT_TEMPLATE, DEFAULT_PLACEHOLDERS
+from anymal_lit.models.padding import attention_mask, pad_rows
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +94,11 @@ def _batches(
 
     def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         picks = rng.integers(len(ids), size=batch_size)
-        longest = max(len(ids[i]) for i in picks)
-        x = torch.full((batch_size, longest), pad_id)
-        mask = torch.zeros((batch_size, longest), dtype=torch.long)
-        labels = torch.full((batch_size, longest), -100)
-        for r, i in enumerate(picks):
-            x[r, : len(ids[i])] = torch.tensor(ids[i])
-            mask[r, : len(ids[i])] = 1
-            labels[r, starts[i] : len(ids[i])] = x[r, starts[i] : len(ids[i])]
-        return x, mask, labels
+        rows = [torch.tensor(ids[i], dtype=torch.long) for i in picks]
+        labels = [row.clone() for row in rows]
+        for i, label in zip(picks, labels):
+            label[: starts[i]] = IGNORE_INDEX
+        return pad_rows(rows, pad_id), attention_mask([len(row) for row in rows]), pad_rows(labels, IGNORE_INDEX)
 
     return draw
 

@@ -22,7 +22,9 @@ from anymal_lit.toyworld.tiny_models import pretrain_lm, save_open_clip, tiny_cl
 log = logging.getLogger(__name__)
 
 SHIPPED_LM = Path(__file__).parent / "assets" / "tiny-lm"
-"""The tiny LM the kit ships (HF format + ``recipe.json``), built by ``anymal-lit tiny-lm`` (:func:`build_tiny_lm`)."""
+"""The tiny LM the kit ships (HF format + ``recipe.json``). Trained by the recipe :func:`build_tiny_lm` runs
+(``anymal-lit tiny-lm``), but not by that command: its pretraining and first chat round ran on a GPU, its other two
+rounds through the kit's code with other draws (``recipe.json``, ``trained_on``), so a rebuild gives other weights."""
 
 WORLD_VERSION = 10
 CLIP_MEAN = (0.5, 0.5, 0.5)
@@ -38,8 +40,9 @@ class WorldSpec:
         image_train: Training pictures.
         image_val: Validation pictures (5 reference captions each).
         image_size: Picture side in pixels (= the tiny CLIP's resolution).
-        tiny_lm: ``"shipped"`` copies the kit's tiny LM (:data:`SHIPPED_LM`, built by ``anymal-lit tiny-lm`` with the
-            ``lm_*`` defaults below, ~5 CPU minutes); ``"train"`` trains one in place with the ``lm_*`` fields.
+        tiny_lm: ``"shipped"`` copies the kit's tiny LM (:data:`SHIPPED_LM`, trained by the recipe of the ``lm_*``
+            defaults below); ``"train"`` trains one in place with the ``lm_*`` fields (the defaults: ~16 CPU minutes,
+            as ``anymal-lit tiny-lm``).
         lm_corpus: Conversations in the tiny LM's pretraining corpus.
         lm_steps: Pretraining steps of the tiny LM (its loss plateaus by ~400 steps; chat tuning follows).
         lm_chat: Conversations in the tiny LM's chat tuning (answers scored).

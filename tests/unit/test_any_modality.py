@@ -12,6 +12,7 @@ from anymal_lit import AnyMALModel
 from anymal_lit.data import ChatTokenizer, ConversationDataset, PaddingCollator, RecordError, read_records
 from anymal_lit.encoders import (
     IMUEncoder,
+    IMUEncoderConfig,
     MediaError,
     load_audio,
     load_imu,
@@ -95,7 +96,7 @@ def test_video_clips_and_frame_folders(model, tmp_path):
 
 
 def test_long_media_are_capped_at_max_pieces(tmp_path, caplog):
-    enc = IMUEncoder(window=20, max_pieces=2)
+    enc = IMUEncoder(config=IMUEncoderConfig(window=20), max_pieces=2)
     np.save(tmp_path / "long.npy", np.zeros((100, 6), dtype=np.float32))
     assert enc.media_processor()(str(tmp_path / "long.npy")).shape == (2, 6, 20)
     assert "keeping the first 2" in caplog.text and "long.npy" in caplog.text
@@ -210,7 +211,7 @@ def test_imu_rate_from_timestamps_is_resampled(tmp_path):
     trace = np.column_stack([t, np.sin(2 * np.pi * 2 * t)[:, None].repeat(6, 1)])
     np.savetxt(tmp_path / "fast.csv", trace, delimiter=",", header="timestamp,ax,ay,az,gx,gy,gz", comments="")
     np.save(tmp_path / "bad.npy", np.zeros((10, 5)))
-    enc = IMUEncoder(sample_rate=50.0, window=100)
+    enc = IMUEncoder(config=IMUEncoderConfig(sample_rate=50.0, window=100))
     pieces = enc.media_processor()(str(tmp_path / "fast.csv"))
     assert pieces.shape == (2, 6, 100)  # 4 s at 50 Hz = 2 windows of 2 s
     with pytest.raises(MediaError, match="5 columns.*bad.npy"):

@@ -13,10 +13,10 @@ from anymal_lit.data.benchmarks import (
     multiple_choice_prompt,
     vqa_records,
     write_jsonl,
-    write_mmbench_tsv,
 )
 from anymal_lit.data.records import RecordError, read_records
 from anymal_lit.metrics import ChoiceMetric, VQAMetric, circular_variants
+from anymal_lit.toyworld.benchmark_files import write_mmbench_tsv
 
 
 @pytest.fixture()

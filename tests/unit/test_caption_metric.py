@@ -79,13 +79,14 @@ def test_constant_caption_baseline_equals_the_toolkit_cider_of_that_caption():
     """The fast constant-caption scorer must give exactly pycocoevalcap's CIDEr of predicting it for every image."""
     from pycocoevalcap.cider.cider import Cider
 
-    from anymal_lit.metrics.caption import _ptb_tokenize, best_constant_cider, constant_cider_scorer
+    from anymal_lit.metrics.caption import ptb_tokenize
+    from anymal_lit.toyworld.constant_caption import best_constant_cider, constant_cider_scorer
 
     predictions, references = coco_example()
     ids = sorted(references)[:60]
     refs = {i: references[i] for i in ids}
     candidates = [predictions[i] for i in ids[:8]]
-    tokens = _ptb_tokenize({**{f"r{k}": v for k, v in refs.items()}, "candidates": candidates})
+    tokens = ptb_tokenize({**{f"r{k}": v for k, v in refs.items()}, "candidates": candidates})
     gts = {k: tokens[f"r{k}"] for k in ids}
     score = constant_cider_scorer([gts[k] for k in ids])
     toolkit = [float(Cider().compute_score(gts, {k: [tok] for k in ids})[0]) for tok in tokens["candidates"]]

@@ -65,3 +65,16 @@ def test_changing_one_sample_leaves_the_others_unchanged():
     mask = a.attention_mask[:, 0]
     cross = a.segments[:, :, None] != a.segments[:, None, :]
     assert not (mask & cross & (a.segments >= 0)[:, :, None] & (a.segments >= 0)[:, None, :]).any()
+
+
+def test_pad_rows_pads_either_side_to_the_longest_or_a_fixed_length():
+    from anymal_lit.models.padding import attention_mask, pad_rows
+
+    rows = [torch.tensor([1, 2, 3]), torch.tensor([4])]
+    assert pad_rows(rows, 0).tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert pad_rows(rows, -1, "left").tolist() == [[1, 2, 3], [-1, -1, 4]]
+    assert pad_rows(rows, 0, "left", length=5).tolist() == [[0, 0, 1, 2, 3], [0, 0, 0, 0, 4]]
+    assert pad_rows(rows, 0, length=2).shape == (2, 3)  # never cuts a row
+    assert attention_mask([3, 1], "left").tolist() == [[1, 1, 1], [0, 0, 1]]
+    embeds = pad_rows([torch.ones(2, 4, dtype=torch.bfloat16), torch.ones(1, 4, dtype=torch.bfloat16)], 0.0)
+    assert embeds.shape == (2, 2, 4) and embeds.dtype == torch.bfloat16 and embeds[1, 1].abs().sum() == 0
