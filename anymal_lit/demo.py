@@ -10,7 +10,13 @@ from pathlib import Path
 
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.toyworld import WorldSpec, build_world
-from anymal_lit.toyworld.report import caption_report, interleaved_report, object_count_report, qa_blind_baseline
+from anymal_lit.toyworld.report import (
+    caption_report,
+    hallucination_report,
+    interleaved_report,
+    object_count_report,
+    qa_blind_baseline,
+)
 from anymal_lit.toyworld.summary import write_summary
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,10 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
     )
     update_scorecard(scorecard, "sft", "image_imu_qa", extras)
     blind = qa_blind_baseline(world)
+    for stage in ("sft", "dpo"):  # alignment's image captions got theirs from caption_report
+        before, after = (predictions / f"{stage}_image_caption{s}.json" for s in ("_before", ""))
+        if after.exists():
+            update_scorecard(scorecard, stage, "image_caption", hallucination_report(world, after, before))
     for stage in ("sft", "dpo"):
         for bench in ("vqa", "mmbench"):
             extras = object_count_report(

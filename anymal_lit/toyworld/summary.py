@@ -48,14 +48,17 @@ HEADLINES = (
         )
         for m in ("image", "audio", "video", "imu")
     ),
+    Headline("align", "image_caption", "hallucination_output"),  # captions with an object not in the picture
     Headline("sft", "vqa", "vqa_official", "blind_exact_match", "blind answer", lambda s: 0.8, ">= 0.8"),
     Headline("sft", "mmbench", "circular", target=lambda s: 0.7, target_text=">= 0.7"),
     Headline("sft", "image_imu_qa", "activity_accuracy"),
     Headline("sft", "image_caption", "cider"),
+    Headline("sft", "image_caption", "hallucination_output"),
     Headline("dpo", "preference", "accuracy"),
     Headline("dpo", "vqa", "vqa_official", "blind_exact_match", "blind answer"),
     Headline("dpo", "mmbench", "circular"),
     Headline("dpo", "image_caption", "cider"),
+    Headline("dpo", "image_caption", "hallucination_output"),
 )
 """The rows, in order; a row whose benchmark is not in the scorecard is left out."""
 
@@ -165,8 +168,8 @@ def summary_figure(card: dict, path: str | Path) -> None:
                     linestyles="dashed",
                     label="baseline" if x == 0 else None,
                 )
-        ax.set_xticks(range(len(rows)), [r.benchmark.replace("_", "\n") for r in rows], fontsize=8)
-        ax.set_title(f"{stage}: {'CIDEr' if cider else 'accuracy'}")
+        ax.set_xticks(range(len(rows)), [f"{r.benchmark}\n{r.metric}" for r in rows], fontsize=6)
+        ax.set_title(f"{stage}: {'CIDEr' if cider else 'fractions'}")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

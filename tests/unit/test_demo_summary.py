@@ -15,7 +15,11 @@ def caption(before: float, after: float, constant: float) -> dict:
 CARD = {
     "stages": {
         "align": {
-            "image_caption": caption(0.1, 4.5, 1.1),  # met
+            "image_caption": {
+                **caption(0.1, 4.5, 1.1),
+                "hallucination_output_before": 1.0,
+                "hallucination_output": 0.2,
+            },
             "audio_caption": caption(0.1, 2.9, 0.5),  # under 3
             "video_caption": caption(0.1, 4.0, 1.5),  # 3 but under 3x the constant caption (4.5)
             "imu_caption": caption(0.1, 3.2, 0.9),  # met
@@ -32,15 +36,16 @@ CARD = {
 
 
 def test_table_marks_targets_met_or_not(tmp_path):
-    met = {(r.stage, r.benchmark): r.met for r in summary_rows(CARD)}
+    met = {(r.stage, r.benchmark, r.metric): r.met for r in summary_rows(CARD)}
     assert met == {
-        ("align", "image_caption"): True,
-        ("align", "audio_caption"): False,
-        ("align", "video_caption"): False,
-        ("align", "imu_caption"): True,
-        ("sft", "vqa"): True,
-        ("sft", "mmbench"): False,
-        ("dpo", "preference"): None,
+        ("align", "image_caption", "cider"): True,
+        ("align", "audio_caption", "cider"): False,
+        ("align", "video_caption", "cider"): False,
+        ("align", "imu_caption", "cider"): True,
+        ("align", "image_caption", "hallucination_output"): None,  # shown, no target
+        ("sft", "vqa", "vqa_official"): True,
+        ("sft", "mmbench", "circular"): False,
+        ("dpo", "preference", "accuracy"): None,
     }
     text = render_summary(CARD)
     assert len(text.splitlines()) < 30  # one screen
