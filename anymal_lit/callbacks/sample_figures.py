@@ -65,7 +65,7 @@ def sample_figure(panels: list[tuple[str, Any]], prompt: str, answer: str, refer
     fig = plt.figure(figsize=(width, 3.0 + text_height))
     media_share = 3.0 / (3.0 + text_height)
     for i, (kind, data) in enumerate(panels):
-        ax = fig.add_axes((i / len(panels) + 0.03, 1 - media_share + 0.05, 1 / len(panels) - 0.06, media_share - 0.1))
+        ax = fig.add_axes((i / len(panels) + 0.05, 1 - media_share + 0.1, 1 / len(panels) - 0.08, media_share - 0.14))
         if kind == "image":
             ax.imshow(data)
             ax.axis("off")
@@ -75,7 +75,7 @@ def sample_figure(panels: list[tuple[str, Any]], prompt: str, answer: str, refer
                 ax.plot(x, channel, linewidth=0.7)
             ax.set_xlabel(label, fontsize=7)
             ax.tick_params(labelsize=6)
-    fig.text(0.02, (1 - media_share) - 0.01, "\n".join(lines), va="top", fontsize=8, family="monospace")
+    fig.text(0.02, 1 - media_share, "\n".join(lines), va="top", fontsize=8, family="monospace")
     return fig
 
 
