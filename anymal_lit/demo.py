@@ -10,7 +10,14 @@ from pathlib import Path
 
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.toyworld import WorldSpec, build_world
-from anymal_lit.toyworld.report import caption_report, interleaved_report, object_count_report, qa_blind_baseline
+from anymal_lit.toyworld.report import (
+    caption_report,
+    hallucination_report,
+    interleaved_report,
+    object_count_report,
+    qa_blind_baseline,
+)
+from anymal_lit.toyworld.summary import write_summary
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,10 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
     )
     update_scorecard(scorecard, "sft", "image_imu_qa", extras)
     blind = qa_blind_baseline(world)
+    for stage in ("sft", "dpo"):  # alignment's image captions got theirs from caption_report
+        before, after = (predictions / f"{stage}_image_caption{s}.json" for s in ("_before", ""))
+        if after.exists():
+            update_scorecard(scorecard, stage, "image_caption", hallucination_report(world, after, before))
     for stage in ("sft", "dpo"):
         for bench in ("vqa", "mmbench"):
             extras = object_count_report(
@@ -66,8 +77,8 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
     card["world_seconds"] = world_seconds
     card["stage_seconds"] = stage_seconds
     scorecard.write_text(json.dumps(card, indent=2, sort_keys=True))
-    print(render_scorecard(card))
-    print(f"scorecard: {scorecard}")
+    print(write_summary(card, out_dir))
+    print(f"full figures: {scorecard}; table and picture: {out_dir / 'summary.md'}, {out_dir / 'summary.png'}")
     print(next_steps(stage_export(Path(experiments) / STEPS[-1][1], out_dir / STEPS[-1][0]), out_dir, world))
     return card
 
@@ -98,14 +109,3 @@ def next_steps(export: str | Path, out: str | Path, world: str | Path) -> str:
         f"  anymal-lit serve --model {export}    # OpenAI-compatible API on http://127.0.0.1:8000/v1",
         f"  anymal-lit export --from {export} --out {bundle}   # one self-contained folder to hand on",
     ])  # fmt: skip
-
-
-def render_scorecard(card: dict) -> str:
-    lines = ["", "stage    benchmark        metric                   value", "-" * 60]
-    for stage, benchmarks in card["stages"].items():
-        for bench, metrics in benchmarks.items():
-            for name, value in sorted(metrics.items()):
-                shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-                lines.append(f"{stage:<8} {bench:<16} {name:<24} {shown}")
-    lines.append(f"wall time: {card['wall_seconds']:.0f} s (toy world and tiny models: {card['world_seconds']:.0f} s)")
-    return "\n".join(lines)

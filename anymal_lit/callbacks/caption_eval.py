@@ -8,17 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
-import numpy as np
-import soundfile
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from anymal_lit.callbacks.sample_figures import log_sample
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.data.prompts import get_prompt
-from anymal_lit.encoders import MediaError, decode_frames, load_audio
 from anymal_lit.metrics.caption import CaptionMetric
 from anymal_lit.metrics.json_caption import JSONCaptionMetric
 
@@ -172,61 +169,36 @@ class GenerationEvalCallback(L.Callback):
     def _log_samples(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: dict[str, str], suffix: str
     ) -> None:
+        """One figure per sample (its media with the prompt, the answer and the references under it)."""
         experiment = getattr(trainer.logger, "experiment", None)
-        if experiment is None or not hasattr(experiment, "add_text"):
+        if experiment is None or not hasattr(experiment, "add_figure"):
             return
         records = {r.id: r for r in trainer.datamodule.records(self.data, require_response=False)}
         for i, (rid, text) in enumerate(list(predictions.items())[: self.num_logged_samples]):
-            tag = f"samples/{self.name}{suffix}/{i}"
-            refs = "<br>".join(self.references.get(rid, []))
-            experiment.add_text(
-                tag, f"**id** {rid}<br>**prediction** {text}<br>**references** {refs}", trainer.global_step
+            record = records.get(rid)
+            prompt = " ".join(m["content"] for m in record.messages if m["role"] == "user") if record else ""
+            log_sample(
+                experiment,
+                f"samples/{self.name}{suffix}/{i}",
+                trainer.global_step,
+                record.media if record else [],
+                pl_module.model.encoders,
+                f"[{rid}] {prompt}",
+                text,
+                self.references.get(rid) or _record_references(record),
             )
-            for modality, path in records[rid].media if rid in records else []:
-                encoder = pl_module.model.encoders[modality] if modality in pl_module.model.encoders else None
-                _log_media(experiment, f"{tag}/{modality}", modality, path, trainer.global_step, encoder)
 
 
-def _log_media(experiment: Any, tag: str, modality: str, path: str, step: int, encoder: Any) -> None:
-    """Show a media item beside its prediction: the picture, the sound (at its own rate), four video frames, and an
-    IMU trace as the model reads it (its encoder's windows, end to end)."""
-    try:
-        if modality == "image":
-            with Image.open(path) as img:
-                experiment.add_image(tag, np.asarray(img.convert("RGB")), step, dataformats="HWC")
-        elif modality == "audio":
-            rate = _native_rate(path)
-            experiment.add_audio(tag, torch.from_numpy(load_audio(path, rate))[None], step, sample_rate=rate)
-        elif modality == "video":
-            frames, _ = decode_frames(path, folder_fps=4.0)
-            strip = np.concatenate([np.asarray(f.convert("RGB")) for f in frames[:: max(1, len(frames) // 4)][:4]], 1)
-            experiment.add_image(tag, strip, step, dataformats="HWC")
-        elif modality == "imu" and encoder is not None:
-            windows = encoder.media_processor()(path)  # [P, C, W]
-            trace = windows.permute(1, 0, 2).reshape(windows.shape[1], -1).float().numpy()
-            experiment.add_image(tag, _plot_traces(trace), step, dataformats="HWC")
-    except MediaError as err:  # a preview never stops training
-        log.warning("cannot show %s in TensorBoard: %s", path, err)
-
-
-def _native_rate(path: str) -> int:
-    try:
-        return int(soundfile.info(path).samplerate)
-    except RuntimeError as err:  # soundfile.LibsndfileError: not a sound file it can read
-        raise MediaError(f"{path}: cannot read the audio: {err}") from err
-
-
-def _plot_traces(trace: np.ndarray, width: int = 320, height: int = 120) -> np.ndarray:
-    """``[C, T]`` signals as coloured lines on a white canvas (no plotting library needed)."""
-    img = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    colours = [(220, 40, 40), (40, 160, 60), (50, 90, 235), (235, 150, 40), (160, 60, 210), (40, 40, 40)]
-    lo, hi = float(trace.min()), float(trace.max())
-    xs = np.linspace(0, width - 1, trace.shape[1])
-    for c, channel in enumerate(trace):
-        ys = (height - 1) * (1 - (channel - lo) / max(hi - lo, 1e-6))
-        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colours[c % len(colours)], width=1)
-    return np.asarray(img)
+def _record_references(record: Any) -> list[str]:
+    """A QA record's expected answer(s): its ``answers`` (VQA), else its final assistant turn."""
+    if record is None:
+        return []
+    answers = record.extra.get("answers")
+    if isinstance(answers, list) and answers:
+        # VQA lists ten annotators' answers, often the same: show each once
+        return list(dict.fromkeys(a["answer"] if isinstance(a, dict) else str(a) for a in answers))
+    last = record.messages[-1] if record.messages else None
+    return [last["content"]] if last and last["role"] == "assistant" else []
 
 
 class CaptionEvalCallback(GenerationEvalCallback):

@@ -14,6 +14,7 @@ from anymal_lit.metrics.choice import CIRCULAR_MOD, mmbench_circular
 from anymal_lit.metrics.vqa import vqa_accuracy
 from anymal_lit.toyworld import signals
 from anymal_lit.toyworld.constant_caption import best_constant_cider
+from anymal_lit.toyworld.hallucination import hallucination_rates
 from anymal_lit.toyworld.shapes import Scene, attribute_accuracy
 
 
@@ -32,13 +33,14 @@ def caption_report(
     world: str | Path, modality: str, predictions: str | Path, predictions_before: str | Path | None
 ) -> dict:
     """``cider_constant`` (best single training caption) and per-attribute accuracy (and ``..._before``) of one
-    modality's caption val set."""
+    modality's caption val set; for pictures also ``hallucination_{object,output}`` (:func:`hallucination_report`)."""
     world = Path(world)
     truths = json.loads((world / f"{modality}_scenes_val.json").read_text())
 
     def accuracy(preds: dict[str, str]) -> dict[str, float]:
         if modality == "image":
-            return attribute_accuracy(preds, {k: Scene.from_dict(v) for k, v in truths.items()})
+            scenes = {k: Scene.from_dict(v) for k, v in truths.items()}
+            return {**attribute_accuracy(preds, scenes), **hallucination_rates(preds, scenes)}
         return signals.attribute_accuracy(preds, truths, SIGNAL_VOCAB[modality])
 
     out = _before_and_after(accuracy, predictions, predictions_before)
@@ -47,6 +49,14 @@ def caption_report(
     out["cider_constant"] = score
     out["constant_caption"] = caption
     return out
+
+
+def hallucination_report(world: str | Path, predictions: str | Path, predictions_before: str | Path | None) -> dict:
+    """``hallucination_object`` (share of object mentions not in the picture, CHAIR-i) and ``hallucination_output``
+    (share of captions with at least one, CHAIR-s) of image caption predictions (and ``..._before``)."""
+    truths = json.loads((Path(world) / "image_scenes_val.json").read_text())
+    scenes = {k: Scene.from_dict(v) for k, v in truths.items()}
+    return _before_and_after(lambda preds: hallucination_rates(preds, scenes), predictions, predictions_before)
 
 
 def interleaved_report(world: str | Path, predictions: str | Path, predictions_before: str | Path | None) -> dict:
