@@ -37,10 +37,15 @@ TINY_SPEC = {
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small toy world built through the real generator (same files and model formats as the demo's)."""
+    """A small toy world built through the real generator (same files and model formats as the demo's).
+
+    ``ANYMAL_LIT_TEST_WORLD=<folder>`` keeps it there and reuses it while its spec is unchanged (the build trains the
+    tiny models: ~20 s on an idle machine, many minutes on a loaded one); tests only read it."""
     from anymal_lit.toyworld import WorldSpec, build_world
 
-    return build_world(tmp_path_factory.mktemp("world"), WorldSpec(seed=3, **TINY_SPEC))
+    kept = os.environ.get("ANYMAL_LIT_TEST_WORLD")
+    root = Path(kept) if kept else tmp_path_factory.mktemp("world")
+    return build_world(root, WorldSpec(seed=3, **TINY_SPEC))
 
 
 @pytest.fixture(scope="session")
