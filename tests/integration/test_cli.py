@@ -68,14 +68,28 @@ def printed_config(*args: str, cwd: Path) -> str:
     return out.getvalue()
 
 
-EXTERNAL_WEIGHTS = {
-    "conf/llms/llama2_13b_chat.yaml": "meta-llama/Llama-2-13b-chat-hf",
-    "conf/encoders/openclip_vit_l14.yaml": "/path/to/",
-    "conf/encoders/openclip_vit_l14_video.yaml": "/path/to/",
-    "conf/encoders/openclip_vit_bigg14.yaml": "/path/to/",
-    "conf/encoders/clap_htsat_unfused.yaml": "laion/clap-htsat-unfused",
-}
-"""Presets naming weights a test machine does not have (a hub model or a local file to fill in): parse-only."""
+def weights_named(path: Path, cwd: Path) -> tuple[list[str], list[str]]:
+    """The weights a preset names (``pretrained`` / ``model_name`` values, nested ones too), split into those found
+    on this machine (relative to ``cwd``) and the others (a hub model, a /checkpoints/... file to provide)."""
+    import yaml
+
+    found, external = [], []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("pretrained", "model_name") and isinstance(value, str):
+                    local = value.removeprefix("local-dir:")
+                    if "/" in local:  # an architecture name alone (ViT-L-14) is no weights
+                        (found if (cwd / local).exists() else external).append(value)
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load(path.read_text()))
+    return found, external
+
 
 FRAGMENTS = {"llms": "CausalLM", "encoders": "ModalityEncoder", "projectors": "Projector", "models": "AnyMALModel"}
 """``conf/`` folders of model fragments and the type each configures (what a YAML's ``model:`` slot would take)."""
@@ -115,8 +129,8 @@ def test_every_shipped_yaml_parses_and_instantiates(workdir):
     - strategy presets are composed with a demo experiment (``-c exp.yaml -c strategy.yaml``) and parsed (the
       strategy class and its arguments checked; DeepSpeed's presets ask for CUDA, so none is instantiated here);
     - LLM, encoder, projector and model presets are fragments: parsed as the type they configure and instantiated,
-      the toy world's for real, the paper projectors (13B sizes) on the meta device; presets naming weights this
-      machine lacks (EXTERNAL_WEIGHTS) are parse-only.
+      the toy world's with their weights, weightless ones (projectors, any size) on the meta device; presets naming
+      weights this machine lacks (a hub model, a /checkpoints/... file) are parse-only.
     """
     import yaml as pyyaml
 
@@ -143,12 +157,11 @@ def test_every_shipped_yaml_parses_and_instantiates(workdir):
             printed = pyyaml.safe_load("\n".join(x for x in printed.splitlines() if not x.startswith("[")))  # logs
             assert printed["trainer"]["strategy"] and printed["model"]["init_args"]["model"]
         elif kind in FRAGMENTS:
-            external = EXTERNAL_WEIGHTS.get(name)
-            if external:
-                assert external in path.read_text(), f"{name} no longer names external weights: instantiate it"
+            found, external = weights_named(path, workdir)
+            if external:  # parse-only: class path and every argument checked, no weights to load
                 assert fragment(path, workdir, None).class_path.startswith("anymal_lit."), name
-            else:
-                device = "meta" if "tiny" not in name and "toy" not in name else "cpu"  # paper sizes on meta
+            else:  # weightless presets (projectors) on the meta device; the toy world's with their weights
+                device = "cpu" if found else "meta"
                 built = fragment(path, workdir, device)
                 assert isinstance(built, torch.nn.Module), name
                 assert all(p.device.type == device for p in built.parameters()), name
