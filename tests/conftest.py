@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports transformers
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from anymal_lit.encoders.base import ModalityEncoder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SPEC = {
@@ -35,12 +39,13 @@ TINY_SPEC = {
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small toy world built through the real generator (same files and model formats as the demo's).
 
-    ``ANYMAL_TEST_WORLD=<folder>`` keeps it there between runs (it is rebuilt when the spec changes): handy when
-    running a few tests over and over."""
+    ``ANYMAL_TEST_WORLD=<folder>`` keeps it there and reuses it while its spec is unchanged (the build trains the
+    tiny models: ~20 s on an idle machine, many minutes on a loaded one); tests only read it."""
     from anymal_lit.toyworld import WorldSpec, build_world
 
-    folder = os.environ.get("ANYMAL_TEST_WORLD") or tmp_path_factory.mktemp("world")
-    return build_world(folder, WorldSpec(seed=3, **TINY_SPEC))
+    kept = os.environ.get("ANYMAL_TEST_WORLD")
+    root = Path(kept) if kept else tmp_path_factory.mktemp("world")
+    return build_world(root, WorldSpec(seed=3, **TINY_SPEC))
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +100,88 @@ def build_four_modality_model(world: Path, latents: int = 4, audio_tokens: int =
     return AnyMALModel(llm, encoders, projectors)
 
 
+SHIPPED_LM = REPO / "anymal_lit" / "toyworld" / "assets" / "tiny-lm"
+"""The kit's shipped tiny chat LM: its tokenizer is the real one the random test LMs use."""
+
+
+def random_llm(hidden_size: int = 64, num_hidden_layers: int = 2, **config):
+    """A randomly initialised tiny Llama from a config, with the shipped tiny LM's tokenizer (builds in ~0.1 s)."""
+    from anymal_lit import CausalLM
+
+    cfg = {"model_type": "llama", "vocab_size": 646, "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+           "num_hidden_layers": num_hidden_layers, "num_attention_heads": 4, "num_key_value_heads": 4,
+           "max_position_embeddings": 512, "tie_word_embeddings": True, "pad_token_id": 0, "eos_token_id": 1,
+           **config}  # fmt: skip
+    return CausalLM(config=cfg, tokenizer=str(SHIPPED_LM))
+
+
+def random_clip_config(width: int = 32, layers: int = 2, image_size: int = 64) -> str:
+    """An open_clip architecture JSON (in a temporary folder) for a random tiny CLIP (16-px patches: 16 tokens per
+    64-px tile)."""
+    import json
+    import tempfile
+
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": image_size, "patch_size": 16, "width": width, "layers": layers, "head_width": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1},
+    }
+    path = Path(tempfile.mkdtemp(prefix="anymal-lit-test-clip-")) / "random_clip.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def build_random_model(num_latents: int = 4, num_layers: int = 1, **llm_config):
+    """An AnyMALModel of a random tiny LM (the kit's tokenizer) and a random tiny CLIP with a small resampler: what
+    ``build_model`` gives without a trained toy world (seed it for repeatable weights)."""
+    from anymal_lit import AnyMALModel
+    from anymal_lit.encoders import OpenCLIPImageEncoder
+    from anymal_lit.projectors import PerceiverResampler
+
+    llm = random_llm(**llm_config)
+    encoder = OpenCLIPImageEncoder(model_config=random_clip_config())
+    projector = PerceiverResampler(
+        encoder.output_dim, llm.hidden_size, num_latents=num_latents, num_layers=num_layers, num_heads=4
+    )
+    return AnyMALModel(llm, {"image": encoder}, {"image": projector})
+
+
+class FeatureEncoder(ModalityEncoder):
+    """A stand-in encoder whose pieces already are ``[P, N, dim]`` features (projector tests need no network)."""
+
+    modality = "image"
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim
+
+    def encode(self, pieces: torch.Tensor) -> torch.Tensor:
+        return pieces
+
+    def media_processor(self):
+        raise NotImplementedError("pieces are given as features")
+
+
+@pytest.fixture(scope="session")
+def image_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy world's picture files only (captions, SFT and preference JSONL, COCO references): no models, ~1 s.
+    Same layout as ``tiny_world``, so tests of the library run on it with random models."""
+    import numpy as np
+
+    from anymal_lit.toyworld import WorldSpec
+    from anymal_lit.toyworld.world import write_images, write_instructions
+
+    root = tmp_path_factory.mktemp("image_data")
+    rng = np.random.default_rng(3)
+    write_images(root, WorldSpec(seed=3, image_train=32, image_val=8), rng)
+    write_instructions(root, rng)
+    return root
+
+
 @pytest.fixture()
 def tiny_model(tiny_world: Path):
     import torch
@@ -125,10 +212,10 @@ def trained_exports(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) 
     workdir = tmp_path_factory.mktemp("trained")
     (workdir / "runs").mkdir()
     (workdir / "runs" / "toyworld").symlink_to(tiny_world)
-    shipped_lm = str(REPO / "anymal_lit" / "toyworld" / "assets" / "tiny-lm")
     quick = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]",
              "--model.init_args.optimizer.warmup_steps", "1",
-             "--model.init_args.model.init_args.llm.init_args.pretrained", shipped_lm]  # fmt: skip
+             "--model.init_args.model.init_args.llm.init_args.pretrained",
+             str(REPO / "anymal_lit" / "toyworld" / "assets" / "tiny-lm")]  # fmt: skip
     sft = REPO / "experiments" / "demo" / "sft.yaml"
     run_cli("fit", "-c", str(sft), *quick, "--model.init_args.init_from", "null", cwd=workdir)
     (sft_export,) = (workdir / "runs" / "demo" / "sft").rglob("export/export.json")

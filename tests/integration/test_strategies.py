@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,24 +17,47 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def train(world, strategy: str, tmp_path, name: str, *extra: str) -> dict:
-    out, ckpt = tmp_path / f"{name}.json", tmp_path / f"{name}_ckpt"
+def job(tmp_path, name: str, strategy: str, steps: int = 12, ckpt: str | None = None, **options) -> dict:
+    """One run of scripts/train_strategy.py: results to ``<name>.json``, checkpoints to ``<ckpt or name>_ckpt``."""
+    ckpt_dir = tmp_path / f"{ckpt or name}_ckpt"
+    return {"name": name, "strategy": strategy, "steps": steps, "out": str(tmp_path / f"{name}.json"),
+            "ckpt_dir": str(ckpt_dir), **options}  # fmt: skip
+
+
+def train(world, tmp_path, jobs: list[dict]) -> dict[str, dict]:
+    """The jobs one after another in one ``torchrun`` of 2 processes (one start-up for all); results by name."""
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(REPO / "tests/integration/scripts/train_strategy.py"), str(world), strategy, str(out), str(ckpt),
-        "--steps", "12", *extra,
+        str(REPO / "tests/integration/scripts/train_strategy.py"), str(world), str(tmp_path / "jobs.json"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    result = json.loads(out.read_text())
-    result["losses"] = {int(k): v for k, v in result["losses"].items()}
-    return result
+    results = {}
+    for spec in jobs:
+        result = json.loads(Path(spec["out"]).read_text())
+        result["losses"] = {int(k): v for k, v in result["losses"].items()}
+        results[spec["name"]] = result
+    return results
 
 
 def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(tiny_world, tmp_path):
-    ddp = train(tiny_world, "ddp", tmp_path, "ddp")
-    fsdp = train(tiny_world, "fsdp", tmp_path, "fsdp")
+    # killed mid-epoch and resumed from the last checkpoint (8 steps per epoch): FSDP during step 6 of epoch 0, DDP
+    # during step 10 of epoch 1; a weighted mixture (4 steps per epoch) killed during step 7 (epoch 1)
+    last = lambda name: str(tmp_path / f"{name}_ckpt" / "last.ckpt")  # noqa: E731
+    runs = train(tiny_world, tmp_path, [
+        job(tmp_path, "ddp", "ddp"),
+        job(tmp_path, "fsdp", "fsdp"),
+        job(tmp_path, "cut_fsdp", "fsdp", stop_at=6),
+        job(tmp_path, "resumed_fsdp", "fsdp", ckpt="cut_fsdp", resume=last("cut_fsdp")),
+        job(tmp_path, "cut_ddp", "ddp", stop_at=10),
+        job(tmp_path, "resumed_ddp", "ddp", ckpt="cut_ddp", resume=last("cut_ddp")),
+        job(tmp_path, "mix", "ddp", steps=9, mixture=True),
+        job(tmp_path, "cut_mix", "ddp", steps=9, mixture=True, stop_at=7),
+        job(tmp_path, "resumed_mix", "ddp", steps=9, mixture=True, ckpt="cut_mix", resume=last("cut_mix")),
+    ])  # fmt: skip
+    ddp, fsdp = runs["ddp"], runs["fsdp"]
     assert sorted(ddp["losses"]) == sorted(fsdp["losses"]) == list(range(1, 13))
     for step, loss in ddp["losses"].items():
         assert fsdp["losses"][step] == pytest.approx(loss, rel=1e-4), step
@@ -41,36 +65,43 @@ def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(tiny_world, t
     assert 0.45 < ratio < 0.6, ratio  # each rank holds about half of every sharded tensor
     assert fsdp["bytes"]["optimizer"] < 0.6 * ddp["bytes"]["optimizer"]
 
-    # killed mid-epoch and resumed from the last checkpoint (8 steps per epoch): FSDP during step 6 of epoch 0, DDP
-    # during step 10 of epoch 1; both continue with the uninterrupted run's batches and losses
-    resumed = {}
+    # both continue with the uninterrupted run's batches and losses
     for strategy, stop, reference in (("fsdp", 6, fsdp), ("ddp", 10, ddp)):
-        cut = train(tiny_world, strategy, tmp_path, f"cut_{strategy}", "--stop-at", str(stop))
+        cut, resumed = runs[f"cut_{strategy}"], runs[f"resumed_{strategy}"]
         assert max(cut["losses"]) == stop
-        resumed[strategy] = train(tiny_world, strategy, tmp_path, f"cut_{strategy}", "--resume", cut["last"])
-        assert sorted(resumed[strategy]["losses"]) == list(range(stop, 13))
-        for step, loss in resumed[strategy]["losses"].items():
-            assert resumed[strategy]["ids"][str(step)] == ddp["ids"][str(step)], (strategy, step)
+        assert sorted(resumed["losses"]) == list(range(stop, 13))
+        for step, loss in resumed["losses"].items():
+            assert resumed["ids"][str(step)] == ddp["ids"][str(step)], (strategy, step)
             assert loss == pytest.approx(reference["losses"][step], rel=1e-6), (strategy, step)
 
-    # a weighted mixture (4 steps per epoch) killed during step 7 (epoch 1) resumes with the same rows
-    mix = train(tiny_world, "ddp", tmp_path, "mix", "--mixture", "--steps", "9")
-    cut = train(tiny_world, "ddp", tmp_path, "cut_mix", "--mixture", "--steps", "9", "--stop-at", "7")
-    again = train(tiny_world, "ddp", tmp_path, "cut_mix", "--mixture", "--steps", "9", "--resume", cut["last"])
-    assert sorted(again["losses"]) == [7, 8, 9]
+    mix, again = runs["mix"], runs["resumed_mix"]
+    assert max(runs["cut_mix"]["losses"]) == 7 and sorted(again["losses"]) == [7, 8, 9]
     for step, loss in again["losses"].items():
         assert again["ids"][str(step)] == mix["ids"][str(step)], step
         assert loss == pytest.approx(mix["losses"][step], rel=1e-6), step
 
-    # DeepSpeed ZeRO-3 on CPU (the CPU-only subclass): DDP's losses on the same batches, half the bytes per rank
-    ddp_fixed = train(tiny_world, "ddp", tmp_path, "ddp_fixed", "--no-shuffle")
-    zero3 = train(tiny_world, "zero3", tmp_path, "zero3", "--no-shuffle")
+    merged = consolidate(runs["resumed_fsdp"]["last"], tmp_path / "merged.ckpt")
+    state = torch.load(merged, weights_only=False)
+    assert state["global_step"] == 12
+    assert state["state_dict"] and all(k.startswith("model.projectors.") for k in state["state_dict"])
+
+
+def test_deepspeed_zero3_matches_ddp_and_resumes(tiny_world, tmp_path):
+    """DeepSpeed ZeRO-3 on CPU (the CPU-only subclass): DDP's losses on the same batches, half the bytes per rank;
+    killed in epoch 1 and resumed from its DeepSpeed checkpoint (trainable tensors + optimizer partitions)."""
+    last = str(tmp_path / "cut_zero3_ckpt" / "last.ckpt")
+    jobs = [
+        job(tmp_path, "ddp_fixed", "ddp", no_shuffle=True),
+        job(tmp_path, "zero3", "zero3", no_shuffle=True),
+        job(tmp_path, "cut_zero3", "zero3", no_shuffle=True, stop_at=10),
+        job(tmp_path, "resumed_zero3", "zero3", no_shuffle=True, ckpt="cut_zero3", resume=last),
+    ]
+    # one launch each: DeepSpeed runs sharing a process group with another run hung (>15 min) where alone they pass
+    runs = {name: result for spec in jobs for name, result in train(tiny_world, tmp_path, [spec]).items()}
+    ddp_fixed, zero3, again = runs["ddp_fixed"], runs["zero3"], runs["resumed_zero3"]
     for step, loss in ddp_fixed["losses"].items():
         assert zero3["losses"][step] == pytest.approx(loss, rel=1e-4), step
-    # killed in epoch 1 and resumed from its DeepSpeed checkpoint (trainable tensors + optimizer partitions)
-    cut = train(tiny_world, "zero3", tmp_path, "cut_zero3", "--no-shuffle", "--stop-at", "10")
-    again = train(tiny_world, "zero3", tmp_path, "cut_zero3", "--no-shuffle", "--resume", cut["last"])
-    assert sorted(again["losses"]) == [10, 11, 12]
+    assert max(runs["cut_zero3"]["losses"]) == 10 and sorted(again["losses"]) == [10, 11, 12]
     for step, loss in again["losses"].items():
         assert loss == pytest.approx(zero3["losses"][step], rel=1e-6), step
     assert 0.45 < zero3["bytes"]["params"] / ddp_fixed["bytes"]["params"] < 0.6
@@ -82,8 +113,3 @@ def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(tiny_world, t
         assert export[name].shape == tensor.shape, name
         # Adam steps of ~lr on near-zero gradients amplify float noise, so values agree closely but not bitwise
         assert (export[name] - tensor).norm() <= 0.05 * tensor.norm() + 1e-6, name
-
-    merged = consolidate(resumed["fsdp"]["last"], tmp_path / "merged.ckpt")
-    state = torch.load(merged, weights_only=False)
-    assert state["global_step"] == 12
-    assert state["state_dict"] and all(k.startswith("model.projectors.") for k in state["state_dict"])

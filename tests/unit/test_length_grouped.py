@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from anymal_lit.data import ImageTextDataModule, LengthGroupedSampler
+from tests.conftest import SHIPPED_LM
 
 
 def batches(sampler: LengthGroupedSampler, batch_size: int) -> list[list[int]]:
@@ -58,12 +59,12 @@ def test_ranks_get_disjoint_equal_shares_of_alike_batches(n):
         assert abs(int(lengths[b0].max()) - int(lengths[b1].max())) < 200
 
 
-def test_data_module_groups_training_batches(tiny_world):
+def test_data_module_groups_training_batches(image_data):
     def module(**kw) -> ImageTextDataModule:
         data = ImageTextDataModule(
-            train_file=str(tiny_world / "image_sft_train.jsonl"),
+            train_file=str(image_data / "image_sft_train.jsonl"),
             batch_size=8,
-            tokenizer=str(tiny_world / "models" / "tiny-lm"),
+            tokenizer=str(SHIPPED_LM),
             **kw,
         )
         data.bind(data.tokenizer, {"image": lambda path: torch.zeros(1, 3, 4, 4)}, {"image": "<image>"})

@@ -11,6 +11,7 @@ from anymal_lit.data import ChatTokenizer, ImageTextDataModule, RecordError, rea
 from anymal_lit.data.collate import ConversationDataset, PaddingCollator
 from anymal_lit.encoders import ImageProcessor
 from anymal_lit.losses import IGNORE_INDEX
+from tests.conftest import SHIPPED_LM
 
 PH = {"image": "<image>"}
 
@@ -29,8 +30,8 @@ def row(rid="a", image="img.png", prompt="<image>\nA short image caption:", answ
 
 
 @pytest.fixture()
-def image_dir(tmp_path, tiny_world):
-    (tmp_path / "img.png").write_bytes((tiny_world / "images/val/000000.png").read_bytes())
+def image_dir(tmp_path, image_data):
+    (tmp_path / "img.png").write_bytes((image_data / "images/val/000000.png").read_bytes())
     return tmp_path
 
 
@@ -75,10 +76,10 @@ def test_bad_records_are_skipped_and_counted_when_asked(image_dir, caplog):
     assert "skipped 2 of 3 records" in caplog.text
 
 
-def test_corrupt_image_fails_at_load_naming_file_and_record(image_dir, tiny_llm_dir, caplog):
+def test_corrupt_image_fails_at_load_naming_file_and_record(image_dir, caplog):
     (image_dir / "broken.png").write_bytes(b"not a png")
     path = write(image_dir, [row("good"), row("bad", image="broken.png")])
-    chat = ChatTokenizer(AutoTokenizer.from_pretrained(tiny_llm_dir))
+    chat = ChatTokenizer(AutoTokenizer.from_pretrained(SHIPPED_LM))
     proc = {"image": ImageProcessor(32, (0.5,) * 3, (0.5,) * 3)}
     dataset = ConversationDataset(read_records(path, PH), chat, proc)
     with pytest.raises(
@@ -92,8 +93,8 @@ def test_corrupt_image_fails_at_load_naming_file_and_record(image_dir, tiny_llm_
     assert "broken.png" in caplog.text
 
 
-def test_labels_cover_exactly_the_assistant_turns(tiny_llm_dir, image_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_dir)
+def test_labels_cover_exactly_the_assistant_turns(image_dir):
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_LM)
     rec = {
         "id": "multi",
         "image": "img.png",
@@ -119,15 +120,15 @@ def test_labels_cover_exactly_the_assistant_turns(tiny_llm_dir, image_dir):
     assert [s.strip() for s in spans] == ["red<|end|>", "large<|end|>"]
 
 
-def test_generation_prompt_ends_with_the_assistant_header(tiny_llm_dir, image_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_dir)
+def test_generation_prompt_ends_with_the_assistant_header(image_dir):
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_LM)
     record = read_records(write(image_dir, [row()]), PH)[0]
     prompt = tokenizer.decode(ChatTokenizer(tokenizer).generation_prompt(record))
     assert prompt.endswith("<|assistant|>\n") and "a red circle" not in prompt
 
 
-def test_template_that_breaks_prefixes_is_refused(tiny_llm_dir, image_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_dir)
+def test_template_that_breaks_prefixes_is_refused(image_dir):
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_LM)
     # a template that renders the generation prompt differently from the start of the answered turn
     tokenizer.chat_template = (
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -138,16 +139,16 @@ def test_template_that_breaks_prefixes_is_refused(tiny_llm_dir, image_dir):
         ChatTokenizer(tokenizer).training_example(record)
 
 
-def test_too_long_text_is_an_error_not_a_silent_truncation(tiny_llm_dir, image_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_dir)
+def test_too_long_text_is_an_error_not_a_silent_truncation(image_dir):
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_LM)
     record = read_records(write(image_dir, [row(answer="a red circle " * 50)]), PH)[0]
     with pytest.raises(RecordError, match="record 'a'.*exceed max_length=32"):
         ChatTokenizer(tokenizer, max_length=32).training_example(record)
 
 
-def test_datamodule_batches(tiny_world, tiny_llm_dir):
+def test_datamodule_batches(image_data):
     dm = ImageTextDataModule(
-        train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4, tokenizer=str(tiny_llm_dir)
+        train_file=str(image_data / "image_caption_train.jsonl"), batch_size=4, tokenizer=str(SHIPPED_LM)
     )
     dm.bind(dm.tokenizer, {"image": ImageProcessor(64, (0.5,) * 3, (0.25,) * 3)}, {"image": "<image>"})
     batch = next(iter(dm.train_dataloader()))

@@ -13,7 +13,8 @@ from anymal_lit.losses import dpo_loss
 from anymal_lit.models.lora import REFERENCE_ADAPTER, LoRASettings
 from anymal_lit.stages import AlignmentStage, DPOStage, SFTStage
 from anymal_lit.stages.optimization import OptimizerSettings, lr_multiplier
-from tests.conftest import build_model
+from tests.conftest import build_random_model
+from tests.unit.test_anymal_model import batch_of
 
 
 def test_dpo_loss_is_log2_when_policy_equals_reference():
@@ -45,31 +46,31 @@ def trainer(tmp_path, steps):
 
 
 @pytest.fixture(scope="module")
-def align_export(tmp_path_factory, tiny_world):
+def align_export(tmp_path_factory, image_data):
     tmp = tmp_path_factory.mktemp("align")
     torch.manual_seed(0)
-    stage = AlignmentStage(build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1))
-    dm = ImageTextDataModule(train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4)
+    stage = AlignmentStage(build_random_model(), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1))
+    dm = ImageTextDataModule(train_file=str(image_data / "image_caption_train.jsonl"), batch_size=4)
     trainer(tmp, 2).fit(stage, dm)
     return tmp / "ckpt" / "export"
 
 
 @pytest.fixture(scope="module")
-def sft_export(tmp_path_factory, tiny_world, align_export):
+def sft_export(tmp_path_factory, image_data, align_export):
     tmp = tmp_path_factory.mktemp("sft")
     torch.manual_seed(1)
     stage = SFTStage(
-        build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1), init_from=str(align_export)
+        build_random_model(), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1), init_from=str(align_export)
     )
-    dm = ImageTextDataModule(train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4)
+    dm = ImageTextDataModule(train_file=str(image_data / "image_caption_train.jsonl"), batch_size=4)
     trainer(tmp, 2).fit(stage, dm)
     return tmp / "ckpt" / "export"
 
 
-def test_sft_starts_from_the_alignment_export_and_trains_only_projectors_and_lora(tmp_path, tiny_world, align_export):
+def test_sft_starts_from_the_alignment_export_and_trains_only_projectors_and_lora(tmp_path, image_data, align_export):
     torch.manual_seed(7)
     stage = SFTStage(
-        build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1), init_from=str(align_export)
+        build_random_model(), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1), init_from=str(align_export)
     )
     from safetensors.torch import load_file
 
@@ -79,7 +80,7 @@ def test_sft_starts_from_the_alignment_export_and_trains_only_projectors_and_lor
     trainable = {n for n, p in stage.model.named_parameters() if p.requires_grad}
     assert any("lora_A" in n for n in trainable) and all("lora_" in n or n.startswith("projectors.") for n in trainable)
     before = {k: v.clone() for k, v in stage.model.state_dict().items()}
-    dm = ImageTextDataModule(train_file=str(tiny_world / "image_caption_train.jsonl"), batch_size=4)
+    dm = ImageTextDataModule(train_file=str(image_data / "image_caption_train.jsonl"), batch_size=4)
     trainer(tmp_path, 2).fit(stage, dm)
     after = stage.model.state_dict()
     for key, value in before.items():
@@ -90,32 +91,53 @@ def test_sft_starts_from_the_alignment_export_and_trains_only_projectors_and_lor
     assert (tmp_path / "ckpt/export/lora/adapter_model.safetensors").is_file()
 
 
-def test_a_stage_refuses_an_export_whose_lora_settings_differ(tiny_world, sft_export):
+def test_a_stage_refuses_an_export_whose_lora_settings_differ(image_data, sft_export):
     """Another alpha loads without a shape error but rescales every adapter: the stage says which setting to change."""
     assert json.loads((sft_export / "export.json").read_text())["lora"]["alpha"] == 32
     with pytest.raises(ValueError, match=r"export: its LoRA adapters .* lora.alpha: 32 \(this stage: 16\)"):
-        DPOStage(build_model(tiny_world), init_from=str(sft_export), lora=LoRASettings(alpha=16))
+        DPOStage(build_random_model(), init_from=str(sft_export), lora=LoRASettings(alpha=16))
     with pytest.raises(ValueError, match=r"lora.r: 8 \(this stage: 4\)"):
-        SFTStage(build_model(tiny_world), init_from=str(sft_export / "trainable.safetensors"), lora=LoRASettings(r=4))
-    DPOStage(build_model(tiny_world), init_from=str(sft_export))  # the same settings load
+        SFTStage(build_random_model(), init_from=str(sft_export / "trainable.safetensors"), lora=LoRASettings(r=4))
+    DPOStage(build_random_model(), init_from=str(sft_export))  # the same settings load
 
 
-def test_a_broken_export_json_is_named(tmp_path, tiny_world, sft_export):
+def test_a_broken_export_json_is_named(tmp_path, image_data, sft_export):
     broken = tmp_path / "export"
     shutil.copytree(sft_export, broken)
     (broken / "export.json").write_text('{"stage": "sft",')
     with pytest.raises(ValueError, match=r"export/export.json: not valid JSON"):
-        DPOStage(build_model(tiny_world), init_from=str(broken))
+        DPOStage(build_random_model(), init_from=str(broken))
 
 
-def test_neftune_noises_text_embeddings_only_in_training(tiny_world):
-    stage = SFTStage(build_model(tiny_world), neftune_alpha=10.0)
+def test_neftune_noises_text_embeddings_in_training_only_never_the_media_tokens(image_data):
+    """SFT's NEFTune: in training, every text embedding gets U(-1, 1) * alpha / sqrt(L * d) noise (L: the row's text
+    tokens); the projected media tokens and the padding get none; in evaluation nothing is noised."""
+    torch.manual_seed(0)
+    stage = SFTStage(build_random_model(), neftune_alpha=10.0)
     model = stage.model
-    embeds = torch.zeros(2, 5, 128)
-    mask = torch.ones(2, 5, dtype=torch.long)
-    noisy = model._neftune(embeds, mask)
-    bound = 10.0 / math.sqrt(5 * 128)
-    assert 0 < noisy.abs().max() <= bound + 1e-7
+    batch = batch_of(model, image_data, 3)
+    placeholder = model.llm.placeholder_ids["image"]
+    k = model.projectors["image"].num_latents
+    d = model.llm.hidden_size
+    stage.eval()
+    clean = model.splice(batch).inputs_embeds
+    assert torch.equal(model.splice(batch).inputs_embeds, clean)  # no noise outside training
+    stage.train()
+    noisy = model.splice(batch).inputs_embeds
+    for r in range(3):
+        text = int(batch["attention_mask"][r].sum())
+        pos = int((batch["input_ids"][r] == placeholder).nonzero())
+        media = slice(pos, pos + k)
+        assert torch.equal(noisy[r, media], clean[r, media])  # media tokens: no noise
+        assert torch.equal(noisy[r, text + k - 1 :], clean[r, text + k - 1 :])  # padding: none
+        rows = torch.cat(
+            [noisy[r, :pos] - clean[r, :pos], noisy[r, pos + k : text + k - 1] - clean[r, pos + k : text + k - 1]]
+        )
+        bound = 10.0 / math.sqrt(text * d)
+        assert (rows.abs() > 0).float().mean() > 0.99  # every text position is noised
+        assert 0.95 * bound < rows.abs().max() <= bound * (1 + 1e-5)  # at the promised scale
+    stage.eval()
+    assert torch.equal(model.splice(batch).inputs_embeds, clean)
 
 
 def preference_file(world, tmp_path, bad=None):
@@ -134,11 +156,11 @@ def preference_file(world, tmp_path, bad=None):
 
 
 @pytest.mark.parametrize("reference", ["adapter", "precomputed"])
-def test_dpo_starts_at_log2_and_keeps_the_reference_frozen(tmp_path, tiny_world, sft_export, reference):
+def test_dpo_starts_at_log2_and_keeps_the_reference_frozen(tmp_path, image_data, sft_export, reference):
     torch.manual_seed(3)
-    stage = DPOStage(build_model(tiny_world), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1),
+    stage = DPOStage(build_random_model(), optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1),
                      init_from=str(sft_export), label_smoothing=0.0, reference=reference)  # fmt: skip
-    dm = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path)), batch_size=4)
+    dm = PreferenceDataModule(train_file=str(preference_file(image_data, tmp_path)), batch_size=4)
     stage.model.llm.model.eval()
     losses = []
     original = stage._dpo_step
@@ -169,11 +191,11 @@ def test_dpo_starts_at_log2_and_keeps_the_reference_frozen(tmp_path, tiny_world,
         ({"chosen": "a red circle <image>"}, "holds the placeholder <image>"),
     ],
 )
-def test_bad_preference_records(tmp_path, tiny_world, bad, message):
-    dm = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path, bad)))
+def test_bad_preference_records(tmp_path, image_data, bad, message):
+    dm = PreferenceDataModule(train_file=str(preference_file(image_data, tmp_path, bad)))
     with pytest.raises(RecordError, match=message):
         dm.preference_records(dm.files["train"])
-    skipping = PreferenceDataModule(train_file=str(preference_file(tiny_world, tmp_path, bad)), skip_bad_records=True)
+    skipping = PreferenceDataModule(train_file=str(preference_file(image_data, tmp_path, bad)), skip_bad_records=True)
     assert len(skipping.preference_records(skipping.files["train"])) == 7
 
 

@@ -63,21 +63,21 @@ def test_chat_tuning_with_replay_scores_a_quarter_of_each_batch_on_pretraining_t
         assert ((chat_y != -100).sum(1) < (chat_x != tokenizer.pad_token_id).sum(1) / 2).all()  # answers only
 
 
-def test_a_world_trained_lm_records_its_recipe_and_probe(tiny_llm_dir):
+def test_a_world_trained_lm_recipe_describes_the_saved_lm(tiny_world, tiny_llm_dir):
+    """The recipe beside a trained LM is that LM's: its spec is the world's and its losses fell while it trained.
+    (Its probe scores are not re-measured here: 600 greedy answers take minutes on a loaded CPU.)"""
     recipe = json.loads((tiny_llm_dir / "recipe.json").read_text())
-    assert recipe["spec"]["lm_steps"] == 20 and recipe["spec"]["lm_chat_steps"] == 10  # tests/conftest.py's TINY_SPEC
-    assert recipe["spec"]["lm_chat_rounds"] == WorldSpec().lm_chat_rounds
+    world_spec = json.loads((tiny_world / "world.json").read_text())["spec"]
+    assert recipe["spec"] == {k: v for k, v in world_spec.items() if k == "seed" or k.startswith("lm_")}
+    assert recipe["lm_loss"]["last"] < recipe["lm_loss"]["first"]
+    assert recipe["lm_chat_loss"]["last"] < recipe["lm_chat_loss"]["first"]
     kinds = {f"{k}/{n}" for k in ("lettered", "short") for n in ("one_object", "two_objects")}
-    assert set(recipe["probe"]) == kinds and all(0 <= v <= 1 for v in recipe["probe"].values())
-    assert recipe["lm_chat_loss"]["first"] > 0
+    assert set(recipe["probe"]) == kinds
 
 
 def test_shipped_tiny_lm_answers_lettered_and_short_questions():
-    """The stand-in for a pretrained chat LLM: it picks the letter of the option a description implies, and the kit
-    ships what ``anymal-lit tiny-lm`` builds with the world's defaults."""
-    recipe = json.loads((SHIPPED_LM / "recipe.json").read_text())
-    defaults = WorldSpec()
-    assert recipe["spec"] == {k: getattr(defaults, k) for k in recipe["spec"]} and "lm_chat_steps" in recipe["spec"]
+    """The stand-in for a pretrained chat LLM picks the letter of the option a description implies and answers short
+    questions about one-object descriptions."""
     model = AutoModelForCausalLM.from_pretrained(SHIPPED_LM)
     probe = probe_tiny_lm(model, AutoTokenizer.from_pretrained(SHIPPED_LM), count=60)
     assert probe["lettered/one_object"] >= 0.9 and probe["short/one_object"] >= 0.9
