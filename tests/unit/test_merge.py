@@ -55,12 +55,12 @@ def make_export(folder: Path, imu_dir: Path, seed: int, lora: dict | None = LORA
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from anymal_lit.encoders import IMUEncoder
+    from anymal_lit.encoders.imu import IMUEncoder, IMUEncoderConfig
 
     root = tmp_path_factory.mktemp("merge")
     torch.manual_seed(0)
     imu = root / "imu"
-    IMUEncoder(width=32, layers=1, heads=2).save_pretrained(imu)
+    IMUEncoder(config=IMUEncoderConfig(width=32, layers=1, heads=2)).save_pretrained(imu)
     return {
         "imu": imu,
         "align": make_export(root / "align", imu, seed=0, lora=None),
