@@ -22,8 +22,8 @@ from torch import nn
 from anymal_lit.losses import masked_lm_loss
 from anymal_lit.planning import GiB, MetaModel
 
-SHARDS_PARAMS = {"fsdp", "zero3"}
-SHARDS_GRADS = {"fsdp", "zero2", "zero3"}
+SHARDS_PARAMS = {"fsdp", "fsdp_tp", "zero3"}
+SHARDS_GRADS = {"fsdp", "fsdp_tp", "zero2", "zero3"}
 
 
 def saved_tensor_bytes(fn: Callable[[], Any], params: Iterable[torch.Tensor] = ()) -> tuple[Any, int]:
@@ -124,6 +124,34 @@ def _fake_parameters(modules: list[nn.Module], mode: Any) -> Iterator[None]:
             (sub._parameters if key in sub._parameters else sub._buffers)[key] = original
 
 
+def tp_activations(model: MetaModel, acts: Activations, tp: int, batch_size: int, seq_len: int) -> Activations:
+    """``acts`` with each decoder layer's share traced on one rank's slice of a tensor-parallel layer (a one-layer
+    LLM with ``heads / tp``, ``key/value heads / tp`` and ``MLP width / tp``; hidden states stay whole)."""
+    from anymal_lit.planning import MetaModel, _base, meta_llm
+
+    config = _base(model.llm).config
+    local = {
+        **config.to_dict(),
+        "num_hidden_layers": 1,
+        "intermediate_size": config.intermediate_size // tp,
+        "num_attention_heads": config.num_attention_heads // tp,
+        "head_dim": config.hidden_size // config.num_attention_heads,
+        "num_key_value_heads": (getattr(config, "num_key_value_heads", None) or config.num_attention_heads) // tp,
+    }
+    lora = getattr(model.llm, "peft_config", {}).get("default")
+    stage_args = {"lora_r": lora.r, "lora_alpha": lora.lora_alpha, "lora_dropout": lora.lora_dropout} if lora else {}
+    dtype = str(_base(model.llm).get_input_embeddings().weight.dtype).removeprefix("torch.")
+    llm, _ = meta_llm({"config": local, "tokenizer": None, "dtype": dtype}, model.stage, stage_args)
+    from anymal_lit.strategies import decoder_layers
+
+    one = trace_activations(
+        MetaModel(llm, {}, {}, model.stage, layers=decoder_layers(_base(llm))), batch_size, seq_len, {}
+    )
+    per_layer = one.per_layer
+    return Activations(acts.projectors, acts.llm - acts.layers * (acts.per_layer - per_layer), per_layer,
+                       acts.layer_input, acts.layers)  # fmt: skip
+
+
 def _capture(layer: nn.Module) -> Callable[[], Any]:
     """A forward hook that records ``layer``'s first call; the returned function re-runs that call (the layer's
     own saved tensors, isolated from the rest of the model)."""
@@ -146,8 +174,9 @@ def _capture(layer: nn.Module) -> Callable[[], Any]:
 @dataclass
 class Strategy:
     name: str
-    kind: str  # ddp | fsdp | zero2 | zero3
+    kind: str  # ddp | fsdp | zero2 | zero3 | fsdp_tp
     precision: str | None
+    tp: int = 1  # tensor-parallel group size (fsdp_tp)
 
 
 def read_strategies(folder: str | Path = "conf/strategy") -> list[Strategy]:
@@ -165,8 +194,13 @@ def read_strategies(folder: str | Path = "conf/strategy") -> list[Strategy]:
                 kind = f"zero{args.get('stage', 2)}"
             elif cls == "FSDP2Strategy":
                 kind = "fsdp"
+            elif cls == "FSDPTPStrategy":
+                out.append(
+                    Strategy(path.stem, "fsdp_tp", trainer.get("precision"), args.get("tensor_parallel_size", 2))
+                )
+                continue
             else:
-                continue  # a strategy the plan cannot size (named in the output as skipped by the caller)
+                continue  # a strategy the plan cannot size
         out.append(Strategy(path.stem, kind, trainer.get("precision")))
     return out
 
@@ -199,25 +233,38 @@ def rank_memory(model: MetaModel, strategy: Strategy, processes: int, precision:
         return p.numel() * (2 if bf16_cast and p.is_floating_point() else p.element_size())
 
     n = processes
-    params = sum(size(p) for p in model.parameters())
+    split: set[int] = set()  # parameters a tensor-parallel group splits (the rest only FSDP shards, over dp ranks)
+    if strategy.kind == "fsdp_tp":
+        from anymal_lit.tensor_parallel import tp_split_parameters
+
+        split = {id(p) for p in tp_split_parameters(model.llm, strategy.tp)}
+    dp = n // strategy.tp
+
+    def shard(p: torch.Tensor, sharded: bool) -> float:
+        if not sharded:
+            return size(p)
+        return size(p) / (n if id(p) in split or strategy.kind != "fsdp_tp" else dp)
+
     trainable = model.trainable()
-    grads = sum(size(p) for p in trainable)
+    layer_params = [p for m in model.layers for p in m.parameters()]
+    params = sum(shard(p, strategy.kind in SHARDS_PARAMS) for p in model.parameters())
+    grads = sum(shard(p, strategy.kind in SHARDS_GRADS) for p in trainable)
     # AdamW: m and v in the parameter's dtype (fp32 for fp32 parameters); DeepSpeed: fp32 m, v and master copy
-    optimizer = sum(p.numel() * (12 if bf16_cast else 2 * p.element_size()) for p in trainable)
+    per_param = 12 if bf16_cast else None
+    optimizer = sum(
+        shard(p, strategy.kind in SHARDS_GRADS) / size(p) * p.numel() * (per_param or 2 * p.element_size())
+        for p in trainable
+    )
     layer = max((sum(size(p) for p in m.parameters()) for m in model.layers), default=0)
-    gathered = 0
-    if strategy.kind == "fsdp":  # the root unit (all but the decoder layers) stays whole through forward/backward
-        gathered = (params - sum(size(p) for m in model.layers for p in m.parameters()) + 2 * layer) * (n - 1) // n
+    gathered = 0.0
+    if strategy.kind in ("fsdp", "fsdp_tp"):  # the root unit (all but the decoder layers) stays whole
+        full = {id(p) for p in layer_params}
+        root = sum(size(p) / (strategy.tp if id(p) in split else 1) for p in model.parameters() if id(p) not in full)
+        gathered = (root + 2 * layer / strategy.tp) * (dp - 1) / dp
     elif strategy.kind == "zero3":
-        gathered = 2 * layer * (n - 1) // n
+        gathered = 2 * layer * (n - 1) / n
     return RankMemory(
-        strategy.name,
-        params // n if strategy.kind in SHARDS_PARAMS else params,
-        grads // n if strategy.kind in SHARDS_GRADS else grads,
-        optimizer // n if strategy.kind in SHARDS_GRADS else optimizer,
-        gathered,
-        acts.full,
-        acts.checkpointed,
+        strategy.name, int(params), int(grads), int(optimizer), int(gathered), acts.full, acts.checkpointed
     )
 
 
@@ -250,7 +297,8 @@ def media_shapes(model: MetaModel, batch_size: int) -> dict[str, tuple[int, int,
         if hasattr(encoder, "max_grid"):
             pieces = encoder.max_grid**2
         # encoder tokens per piece: what a resampler is built for; else a CLIP-like 256 (16 x 16 patches)
-        tokens = getattr(projector, "num_input_positions", None) or 256
+        positions = getattr(projector, "input_positions", None)
+        tokens = positions.shape[0] if positions is not None else 256
         out[name] = (int(pieces), int(tokens), int(pieces * projector.tokens_per_piece(tokens)))
     return out
 
@@ -284,7 +332,12 @@ def plan(
     length = seq_len or text + longest_item
     acts = trace_activations(model, rows_per_step, length, {m: (batch * p, n) for m, (p, n, _) in shapes.items()})
     n = devices * nodes
-    rows = [rank_memory(model, s, n, precision, acts) for s in read_strategies(strategies)]
+    rows = []
+    for strategy in read_strategies(strategies):
+        layer_acts = (
+            acts if strategy.kind != "fsdp_tp" else tp_activations(model, acts, strategy.tp, rows_per_step, length)
+        )
+        rows.append(rank_memory(model, strategy, n, precision, layer_acts))
     counts = {
         "LLM": sum(p.numel() for p in model.llm.parameters()),
         "encoders": sum(p.numel() for e in model.encoders.values() for p in e.parameters()),

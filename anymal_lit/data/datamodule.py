@@ -238,7 +238,9 @@ class ConversationDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size < 2 or not trainer._accelerator_connector.use_distributed_sampler:
             return None
-        return trainer.world_size, trainer.global_rank
+        # data-parallel replicas, not processes: the ranks of a tensor-parallel group (fsdp_tp) read the same batch
+        kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
+        return kwargs.get("num_replicas", trainer.world_size), kwargs.get("rank", trainer.global_rank)
 
     @staticmethod
     def sampler_seed() -> int:
