@@ -1,5 +1,6 @@
 """FSDP2 x tensor parallelism on CPU processes (gloo): the losses of one process, 1/(dp x tp) of the LLM per rank,
-LoRA and projectors gathered whole (tests/integration/scripts/train_tp.py, a tiny random Llama)."""
+LoRA and projectors gathered whole, kill and resume exact (tests/integration/scripts/train_tp.py, a tiny random
+Llama)."""
 
 import json
 import os
@@ -36,6 +37,14 @@ def test_one_by_two_matches_one_process(tmp_path, stage: str) -> None:
     assert 0.5 <= tp["llm_bytes"] / tp["llm_bytes_full"] < 0.53
     assert tp["llm_bytes_planned"] == pytest.approx(tp["llm_bytes"], rel=0.01)  # `anymal-lit plan`'s fsdp_tp row
     assert tp["trainable_shapes"] == one["trainable_shapes"]  # projectors and LoRA gathered whole for the export
+    if stage == "sft":  # killed after step 2 and resumed from its checkpoint: the uninterrupted run's losses
+        ckpt = str(tmp_path / "ckpt")
+        cut = run(tmp_path, "cut", 2, "--stage", stage, "--tp", "2", "--ckpt-dir", ckpt, "--stop-at", "2")
+        again = run(tmp_path, "again", 2, "--stage", stage, "--tp", "2", "--ckpt-dir", ckpt, "--resume", cut["last"])
+        assert sorted(again["losses"]) == ["2", "3"]
+        for step, loss in again["losses"].items():
+            assert again["ids"][step] == tp["ids"][step]
+            assert loss == pytest.approx(tp["losses"][step], rel=1e-6), step
 
 
 def test_two_by_two_matches_data_parallel_with_a_quarter_per_rank(tmp_path) -> None:

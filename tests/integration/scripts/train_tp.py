@@ -14,8 +14,9 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader, DistributedSampler
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from anymal_lit import AnyMALModel, CausalLM
 from anymal_lit.encoders import IMUEncoder
@@ -37,6 +38,9 @@ parser.add_argument("--stage", choices=["align", "sft"], default="align")
 parser.add_argument("--tp", type=int, default=1)
 parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--batches", type=int, default=6, help="synthetic batches (split across data-parallel ranks)")
+parser.add_argument("--ckpt-dir", type=Path, help="checkpoint after every step here")
+parser.add_argument("--stop-at", type=int, help="interrupt after this step (a killed job)")
+parser.add_argument("--resume", help="checkpoint to resume from")
 args = parser.parse_args()
 world = int(os.environ.get("WORLD_SIZE", 1))
 
@@ -50,6 +54,8 @@ class Record(Callback):
         loss = trainer.strategy.reduce(outputs["loss"].detach(), reduce_op="mean")
         self.losses[trainer.global_step] = float(loss)
         self.ids[trainer.global_step] = list(batch["ids"])
+        if args.stop_at is not None and trainer.global_step >= args.stop_at:
+            raise KeyboardInterrupt  # killed mid-epoch, before this step's checkpoint
 
 
 def batches(llm: CausalLM) -> list[dict]:
@@ -90,15 +96,25 @@ trainer = L.Trainer(
     logger=False,
     enable_progress_bar=False,
     enable_model_summary=False,
-    enable_checkpointing=False,
-    callbacks=[record],
+    enable_checkpointing=args.ckpt_dir is not None,
+    callbacks=[
+        record,
+        *(
+            [ModelCheckpoint(args.ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=1)]
+            if args.ckpt_dir
+            else []
+        ),
+    ],
 )
 data = batches(llm)
 # in file order; a tensor-parallel group (ranks dp * tp .. dp * tp + tp - 1 of the mesh) shares one data-parallel shard
 dp = world // args.tp
 rank = int(os.environ.get("RANK", 0))
 sampler = DistributedSampler(data, num_replicas=dp, rank=rank // args.tp, shuffle=False) if world > 1 else None
-trainer.fit(stage, DataLoader(data, batch_size=None, sampler=sampler))
+try:  # a stateful loader: a resumed run continues mid-epoch with the same batches
+    trainer.fit(stage, StatefulDataLoader(data, batch_size=None, sampler=sampler), ckpt_path=args.resume)
+except SystemExit:  # Lightning's graceful shutdown after the interrupt
+    assert args.stop_at is not None
 
 from anymal_lit.collectives import gathered_state  # noqa: E402
 
@@ -111,6 +127,7 @@ result = {
     "llm_bytes_planned": planned.params,
     "trainable": {n: t.float().sum().item() for n, t in trainable.items()},
     "trainable_shapes": {n: list(t.shape) for n, t in trainable.items()},
+    "last": str(args.ckpt_dir / "last.ckpt") if args.ckpt_dir else None,
 }
 if trainer.global_rank == 0:
     args.out.write_text(json.dumps(result))
