@@ -44,8 +44,9 @@ bench-eval: install  ## generation throughput, batch 16 vs batch 1 (needs the to
 bench-serve: install  ## anymal-lit serve: 16 concurrent clients vs one at a time, time to first token (needs make demo)
 	$(BIN)/python benchmarks/serve_throughput.py
 
-bench: install  ## training throughput: packing vs padding, cache vs live, FLOP/s, FSDP vs DDP bytes (needs the toy world); video loading
+bench: install  ## training throughput: packing vs padding, cache vs live, FLOP/s, FSDP vs DDP bytes, token-budget vs fixed batches (needs the toy world); video loading
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/token_budget.py
 	$(BIN)/python benchmarks/video_decode.py
 
 bench-video: install  ## video load time, seek vs full decode, 10-s vs 10-min video -> runs/bench/video_decode.md

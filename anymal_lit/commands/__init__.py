@@ -24,6 +24,7 @@ COMMANDS = {
     "chat": "anymal_lit.commands.chat",
     "serve": "anymal_lit.commands.serve",
     "merge": "anymal_lit.commands.merge",
+    "plan": "anymal_lit.commands.plan",
 }
 """Command name -> the module that implements it."""
 

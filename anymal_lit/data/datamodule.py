@@ -16,6 +16,7 @@ from anymal_lit.data.feature_cache import FeatureCache
 from anymal_lit.data.length_grouped import LengthGroupedSampler
 from anymal_lit.data.prompts import apply_prompt
 from anymal_lit.data.records import Record, read_records
+from anymal_lit.data.token_budget import BatchedDataset, TokenBudgetBatchSampler
 from anymal_lit.encoders.base import MediaProcessor, ModalityEncoder
 from anymal_lit.models.causal_lm import DEFAULT_PLACEHOLDERS
 
@@ -58,6 +59,9 @@ class ConversationDataModule(L.LightningDataModule):
             :class:`~anymal_lit.data.length_grouped.LengthGroupedSampler`), random across batches.
         media_tokens: Tokens each media item adds, per modality, for the length estimate of ``group_by_length``
             (a modality not named counts :data:`MEDIA_TOKENS_ESTIMATE`).
+        max_tokens: Token-budget batching for training: batches of up to this many tokens after media expansion,
+            padding included, instead of ``batch_size`` rows (length buckets; lengths as ``group_by_length``;
+            :class:`~anymal_lit.data.token_budget.TokenBudgetBatchSampler`).
     """
 
     modalities: tuple[str, ...] | None = None
@@ -81,8 +85,10 @@ class ConversationDataModule(L.LightningDataModule):
         group_by_length: bool = False,
         media_tokens: dict[str, int] | None = None,
         allow_media_outside_root: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__()
+        self.max_tokens = max_tokens
         self.allow_media_outside_root = allow_media_outside_root
         self.group_by_length = group_by_length
         self.media_tokens = media_tokens or {}
@@ -188,6 +194,9 @@ class ConversationDataModule(L.LightningDataModule):
         return PaddingCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
+        if self.max_tokens is not None:
+            dataset = self.dataset(self.files["train"])
+            return self.token_budget_loader(dataset, self.length_estimates(dataset))
         sampler = None  # one process: the stateful loader's own random sampler (its state is checkpointed)
         if self.group_by_length:
             sampler = self.length_grouped_sampler
@@ -209,6 +218,23 @@ class ConversationDataModule(L.LightningDataModule):
         sampler.set_epoch(self.current_epoch())
         return sampler
 
+    # ---- token-budget batching (max_tokens) ----------------------------------------------------------------------
+    def token_budget_loader(self, dataset: Any, lengths: list[int], order: Sampler | None = None) -> DataLoader:
+        """A training loader of token-budget batches (``order``: the rows' order, e.g. a mixture's sampler)."""
+        replicas, rank = self.shard_count() or (1, 0)
+        sampler = TokenBudgetBatchSampler(
+            lengths, self.max_tokens, num_replicas=replicas, rank=rank, seed=self.sampler_seed(), order=order
+        )
+        sampler.set_epoch(self.current_epoch())
+        return StatefulDataLoader(  # the sampler yields whole batches: batch_size=None (resumable as above)
+            BatchedDataset(dataset),
+            batch_size=None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collator(),
+        )
+
     def distributed_sampler(self, dataset: Any) -> DistributedSampler:
         """Each rank's shuffled share, ordered by (seed, epoch) only, with the epoch set before the first batch.
 
@@ -226,7 +252,9 @@ class ConversationDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size < 2 or not trainer._accelerator_connector.use_distributed_sampler:
             return None
-        return trainer.world_size, trainer.global_rank
+        # data-parallel replicas, not processes: the ranks of a tensor-parallel group (fsdp_tp) read the same batch
+        kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
+        return kwargs.get("num_replicas", trainer.world_size), kwargs.get("rank", trainer.global_rank)
 
     @staticmethod
     def sampler_seed() -> int:

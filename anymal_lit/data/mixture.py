@@ -95,6 +95,8 @@ class MixtureDataModule(ConversationDataModule):
             dataset).
         eval_batch_size: Samples per batch in val/test/predict and generation (default: ``batch_size``).
         num_workers: Data-loader worker processes.
+        max_tokens: As :class:`ConversationDataModule`: token-budget batches over the mixture's order (lengths from
+            each dataset's ``media_tokens``).
     """
 
     def __init__(
@@ -107,8 +109,11 @@ class MixtureDataModule(ConversationDataModule):
         batch_size: int = DEFAULT_BATCH_SIZE,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
+        max_tokens: int | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
+        super().__init__(
+            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, max_tokens=max_tokens
+        )
         if not datasets:
             raise ValueError("MixtureDataModule needs at least one dataset")
         for label, mapping in (("weights", weights), ("curriculum", curriculum)):
@@ -153,6 +158,10 @@ class MixtureDataModule(ConversationDataModule):
         sampler = MixtureSampler(
             sizes, [self.weights[n] for n in names], [self.curriculum[n] for n in names], total, self.seed
         )
+        if self.max_tokens is not None:  # token-budget batches over the mixture's order (sharded by batch)
+            estimates = [self.datasets[name].length_estimates(part) for name, part in zip(names, data.datasets)]
+            lengths = [n for part in estimates for n in part]
+            return self.token_budget_loader(data, lengths, order=sampler)
         shards = self.shard_count()
         if shards is not None:  # each rank takes every N-th row of the mixture's order; set_epoch reaches the mixture
             sampler = DistributedSamplerWrapper(sampler, num_replicas=shards[0], rank=shards[1], shuffle=False)

@@ -223,6 +223,10 @@ class AnyMALStage(L.LightningModule):
     def configure_model(self) -> None:
         """Shard the model when the strategy is FSDP2 (``conf/strategy/fsdp.yaml``); other strategies need nothing."""
         if isinstance(getattr(self._trainer, "strategy", None), ModelParallelStrategy) and not self._sharded:
+            if self.device_mesh["tensor_parallel"].size() > 1:  # conf/strategy/fsdp_tp.yaml: split layers first
+                from anymal_lit.tensor_parallel import parallelize_llm
+
+                parallelize_llm(self.model.llm.model, self.device_mesh["tensor_parallel"])
             shard_fsdp2(self.model, self.model.llm.model, self.device_mesh["data_parallel"])
             self._sharded = True
 
