@@ -172,6 +172,7 @@ ALIASES = {
     "egoschema": "video_qa", "mvbench": "video_qa", "star": "video_qa", "how2qa": "video_qa", "nextqa": "video_qa",
     "audiocaps": "audio_caption", "ego4d_imu": "imu_caption", "coco": "coco_caption",
 }  # fmt: skip
+OPEN_VARIANTS = {"mmmu": "mmmu_open"}  # the template a record without options gets (MMMU mixes both in one split)
 
 
 def get_prompt(name: str) -> PromptTemplate:
@@ -193,10 +194,13 @@ def apply_prompt(record: Record, name: str) -> Record:
     Slots are filled from the record's keys (``question``, ``options``, ``ocr`` or ``text`` for Hateful Memes,
     ``context`` or ``hint``) or, for ``question``, its first user turn with the media placeholders removed (the
     template places them). The rewritten prompt must hold as many placeholders of each modality as the record has
-    media; an error names the record otherwise.
+    media; an error names the record otherwise. ``mmmu`` gives a record without options (an open question) the
+    ``mmmu_open`` template.
     """
-    template = get_prompt(name)
     extra = record.extra
+    if not extra.get("options") and name in OPEN_VARIANTS:
+        name = OPEN_VARIANTS[name]
+    template = get_prompt(name)
     user_turn = next((m["content"] for m in record.messages if m["role"] == "user"), "")
     fields = {
         "question": extra.get("question"),
