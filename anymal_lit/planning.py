@@ -226,13 +226,17 @@ def meta_encoder(class_path: str, init_args: dict[str, Any]) -> nn.Module:
     elif cls.__name__ == "IMUEncoder" and args.get("pretrained"):
         import json
 
-        from anymal_lit.encoders.imu import CONFIG_FILE
+        from anymal_lit.encoders.imu import CONFIG_FILE, IMUEncoderConfig
 
         path = Path(args.pop("pretrained")) / CONFIG_FILE
         if path.is_file():
-            args.update(json.loads(path.read_text()))
+            args["config"] = IMUEncoderConfig(**json.loads(path.read_text()))
         else:  # a small encoder: its defaults are close enough for a plan, and the plan says so
             log.warning("%s not found: the plan sizes IMUEncoder's default architecture", path)
+    if cls.__name__ == "IMUEncoder" and isinstance(args.get("config"), dict):  # as jsonargparse would build it
+        from anymal_lit.encoders.imu import IMUEncoderConfig
+
+        args["config"] = IMUEncoderConfig(**args["config"])
     with torch.device("meta"):
         return cls(**args)
 
