@@ -31,6 +31,8 @@ def logger_args(path: Path) -> dict:
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_yamls_turn_off_the_empty_hp_metric(path):
+    if yaml.safe_load(path.read_text())["trainer"].get("logger") is False:
+        return  # no logger at all (e.g. the toy evaluation suite): nothing to chart
     assert logger_args(path)["default_hp_metric"] is False
 
 
