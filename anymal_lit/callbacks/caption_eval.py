@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from anymal_lit.callbacks.sample_figures import log_sample
+from anymal_lit.callbacks.schedule import ScheduledEvaluation
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.data.prompts import get_prompt
 from anymal_lit.metrics.caption import CaptionMetric
@@ -31,7 +32,7 @@ def read_coco_references(path: str | Path) -> dict[str, list[str]]:
     return refs
 
 
-class GenerationEvalCallback(L.Callback):
+class GenerationEvalCallback(ScheduledEvaluation):
     """Shared machinery: generate for a JSONL set before fit, every N epochs and on validate; score; report.
 
     Subclasses implement :meth:`new_metric` (an object with ``update(ids, predictions)``, ``gathered()`` that
@@ -90,24 +91,6 @@ class GenerationEvalCallback(L.Callback):
 
     def update(self, metric: Any, ids: list[str], texts: list[str]) -> None:
         metric.update(ids, texts)
-
-    # ---- hooks ---------------------------------------------------------------------------------------------------
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.before_fit:
-            scores = self.evaluate(trainer, pl_module, suffix="_before")
-            if trainer.logger is not None:
-                trainer.logger.log_metrics({f"val/{self.name}/{k}": v for k, v in scores.items()}, step=0)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        fitting = trainer.state.fn == "fit"
-        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        if fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0 and not last_epoch:
-            return
-        scores = self.evaluate(trainer, pl_module, suffix="")
-        for key, value in scores.items():
-            pl_module.log(f"val/{self.name}/{key}", value, rank_zero_only=False)
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
     def _loader(self, trainer: L.Trainer) -> DataLoader:

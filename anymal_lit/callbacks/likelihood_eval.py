@@ -19,6 +19,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from anymal_lit.callbacks.schedule import ScheduledEvaluation
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.collectives import gather_objects
 from anymal_lit.data.prompts import apply_prompt
@@ -30,7 +31,7 @@ MODES = ("binary", "choice")
 CHOICE_TEXTS = ("letter", "text")
 
 
-class LikelihoodEvalCallback(L.Callback):
+class LikelihoodEvalCallback(ScheduledEvaluation):
     """Scores a JSONL set by the likelihood of candidate answers before fit, every N epochs and on validate.
 
     ``binary``: records carry ``label`` (1 = positive); ``candidates[0]`` is the positive answer. Logs
@@ -103,22 +104,6 @@ class LikelihoodEvalCallback(L.Callback):
         if self.mode == "binary":
             return int(record.extra["label"])
         return {k: record.extra[k] for k in ("options", "answer", "category") if k in record.extra}
-
-    # ---- hooks ---------------------------------------------------------------------------------------------------
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.before_fit:
-            scores = self.evaluate(trainer, pl_module, suffix="_before")
-            if trainer.logger is not None:
-                trainer.logger.log_metrics({f"val/{self.name}/{k}": v for k, v in scores.items()}, step=0)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs != 0 and not last_epoch:
-            return
-        for key, value in self.evaluate(trainer, pl_module).items():
-            pl_module.log(f"val/{self.name}/{key}", value, rank_zero_only=False)
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
     @torch.no_grad()
