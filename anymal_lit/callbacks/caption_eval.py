@@ -168,8 +168,25 @@ class GenerationEvalCallback(ScheduledEvaluation):
                 pl_module.model.encoders,
                 f"[{rid}] {prompt}",
                 text,
-                self.references.get(rid) or _record_references(record),
+                _reference_texts(self.references.get(rid)) or _record_references(record),
             )
+
+
+def _reference_texts(target: Any) -> list[str]:
+    """What a callback scores against, as lines under a sample: reference captions or answers as they are; a
+    multiple-choice target (``answer`` letter and ``options``) as ``B. the option's text``."""
+    if target is None:
+        return []
+    if isinstance(target, dict):
+        if "answers" in target and isinstance(target["answers"], list):
+            return [str(a) for a in target["answers"]]
+        answer, options = target.get("answer"), target.get("options") or {}
+        if answer is not None:
+            return [f"{answer}. {options[answer]}" if isinstance(options, dict) and answer in options else str(answer)]
+        return [str(target)]
+    if isinstance(target, (list, tuple)):
+        return [str(t) for t in target]
+    return [str(target)]
 
 
 def _record_references(record: Any) -> list[str]:

@@ -132,7 +132,7 @@ def test_every_shipped_yaml_parses_and_instantiates(workdir):
     """Every YAML under conf/ and experiments/, each in the role it is shipped for:
 
     - experiment YAMLs are whole configs: parsed by the CLI; the demo's are also instantiated (model, data, trainer;
-      SFT/DPO without their ``init_from`` export, which only an earlier stage writes);
+      those chained to an earlier stage without their ``init_from`` export, which only that stage writes);
     - strategy presets are composed with a demo experiment (``-c exp.yaml -c strategy.yaml``) and parsed (the
       strategy class and its arguments checked; DeepSpeed's presets ask for CUDA, so none is instantiated here);
     - LLM, encoder, projector and model presets are fragments: parsed as the type they configure and instantiated,
@@ -150,7 +150,8 @@ def test_every_shipped_yaml_parses_and_instantiates(workdir):
         if name.startswith("experiments/"):
             assert "model:" in printed_config("-c", str(path), cwd=workdir)
             if kind == "demo":
-                no_export = ["--model.init_args.init_from", "null"] if path.stem in ("sft", "dpo") else []
+                chained = "init_from" in (pyyaml.safe_load(path.read_text())["model"].get("init_args") or {})
+                no_export = ["--model.init_args.init_from", "null"] if chained else []
                 here = os.getcwd()
                 os.chdir(workdir)
                 try:

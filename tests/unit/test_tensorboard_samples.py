@@ -67,3 +67,13 @@ def test_fit_logs_sample_figures_and_no_hp_metric(tmp_path, tiny_world):
     assert {"samples/image_caption_before/0", "samples/image_caption_before/1"} <= set(tags["images"])
     assert "hp_metric" not in tags["scalars"]
     assert not tags["tensors"] or all("text" not in t for t in tags["tensors"])  # no separate TEXT-tab sample
+
+
+def test_every_kind_of_scoring_target_is_shown_as_reference_lines():
+    from anymal_lit.callbacks.caption_eval import _reference_texts
+
+    assert _reference_texts(["a red circle", "a circle"]) == ["a red circle", "a circle"]  # captions, VQA answers
+    choice = {"index": 3, "options": {"A": "two", "B": "three"}, "answer": "B", "category": "count"}
+    assert _reference_texts(choice) == ["B. three"]  # MMBench / AI2D / MMMU targets are dicts
+    assert _reference_texts({"question_type": "open", "answers": ["3.5", "3.50"]}) == ["3.5", "3.50"]
+    assert _reference_texts(1) == ["1"] and _reference_texts(None) == []
