@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from anymal_lit.callbacks.sample_figures import log_sample
-from anymal_lit.callbacks.schedule import ScheduledEvaluation
+from anymal_lit.callbacks.schedule import ScheduledEvaluation, evaluation_share
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.data.prompts import get_prompt
 from anymal_lit.metrics.caption import CaptionMetric
@@ -97,13 +97,8 @@ class GenerationEvalCallback(ScheduledEvaluation):
         datamodule = trainer.datamodule
         loader = datamodule.dataloader(self.data, self.batch_size, generation=True, prompt=self.prompt)
         dataset = loader.dataset
-        indices = list(range(len(dataset) if self.limit is None else min(self.limit, len(dataset))))
-        # each process takes every world_size-th record; the metric gathers them all before scoring. Every share is
-        # padded to the same length (with a repeat the metric counts once): generation under FSDP / ZeRO-3 is a
-        # collective, so a rank with one batch fewer would leave the others waiting
-        mine = indices[trainer.global_rank :: trainer.world_size]
-        mine += indices[:1] * (-(-len(indices) // trainer.world_size) - len(mine))
-        shard = Subset(dataset, mine)
+        count = len(dataset) if self.limit is None else min(self.limit, len(dataset))
+        shard = Subset(dataset, evaluation_share(count, trainer))  # the metric gathers every share before scoring
         return DataLoader(shard, batch_size=self.batch_size, collate_fn=loader.collate_fn, num_workers=0)
 
     @torch.no_grad()

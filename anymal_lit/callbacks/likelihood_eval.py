@@ -19,7 +19,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from anymal_lit.callbacks.schedule import ScheduledEvaluation
+from anymal_lit.callbacks.schedule import ScheduledEvaluation, evaluation_share
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.collectives import gather_objects
 from anymal_lit.data.prompts import apply_prompt
@@ -115,9 +115,7 @@ class LikelihoodEvalCallback(ScheduledEvaluation):
         if self.prompt:
             records = [apply_prompt(r, self.prompt) for r in records]
         targets = {r.id: self.target(r) for r in records}  # every rank checks every record before any collective
-        indices = list(range(len(records)))
-        mine = indices[trainer.global_rank :: trainer.world_size]
-        mine += indices[:1] * (-(-len(indices) // trainer.world_size) - len(mine))  # equal shares: equal forwards
+        mine = evaluation_share(len(records), trainer)  # equal shares: equal forwards
         chat = datamodule.chat_tokenizer()
         was_training = pl_module.training
         pl_module.eval()

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
+from anymal_lit.callbacks.schedule import data_parallel_rank
 from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.collectives import all_reduce_max, all_reduce_sum
 
@@ -36,7 +37,8 @@ class PreferenceEvalCallback(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         loader = trainer.datamodule.dataloader(self.data, self.batch_size)
-        indices = list(range(len(loader.dataset)))[trainer.global_rank :: trainer.world_size]
+        replicas, rank = data_parallel_rank(trainer)  # a tensor-parallel group reads the same pairs
+        indices = list(range(len(loader.dataset)))[rank::replicas]
         loader = DataLoader(Subset(loader.dataset, indices), batch_size=self.batch_size, collate_fn=loader.collate_fn)
         counts = torch.zeros(3, dtype=torch.float64)  # right, reward_right, total: exact integers
         batches, last = iter(loader), None

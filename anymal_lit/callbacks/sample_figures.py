@@ -37,7 +37,7 @@ def media_panel(modality: str, path: str, encoder: Any) -> tuple[str, Any] | Non
             windows = encoder.media_processor()(path)  # [P, C, W]: the trace as the model reads it
             trace = windows.permute(1, 0, 2).reshape(windows.shape[1], -1).float().numpy()
             return "lines", (np.arange(trace.shape[1]), trace, "sample")
-    except MediaError as err:
+    except Exception as err:  # a preview never stops training (it runs on rank 0 only: others would wait)
         log.warning("cannot show %s in TensorBoard: %s", path, err)
     return None
 

@@ -5,6 +5,22 @@ from __future__ import annotations
 import lightning.pytorch as L
 
 
+def data_parallel_rank(trainer: L.Trainer) -> tuple[int, int]:
+    """(replicas, this one's index) among the data-parallel replicas: the processes of a tensor-parallel group
+    (``fsdp_tp``) are one replica, and must see the same records or their layer collectives mix unrelated rows."""
+    kwargs = getattr(getattr(trainer, "strategy", None), "distributed_sampler_kwargs", None) or {}
+    return kwargs.get("num_replicas", trainer.world_size), kwargs.get("rank", trainer.global_rank)
+
+
+def evaluation_share(count: int, trainer: L.Trainer) -> list[int]:
+    """This replica's indices of ``count`` records: every replicas-th one, padded to the same length on every
+    replica with a repeat of record 0 (which the metrics count once). Evaluation under FSDP / ZeRO-3 / TP runs
+    collectives in every forward, so a replica with one batch fewer would leave the others waiting."""
+    replicas, rank = data_parallel_rank(trainer)
+    mine = list(range(count))[rank::replicas]
+    return mine + [0] * (-(-count // replicas) - len(mine)) if count else mine
+
+
 class ScheduledEvaluation(L.Callback):
     """Calls :meth:`evaluate` once before the first training step (scores suffixed ``_before``, logged at step 0),
     after validation every ``every_n_epochs`` epochs and at the last epoch of a fit, and on every ``validate``; logs
