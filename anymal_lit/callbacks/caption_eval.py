@@ -9,13 +9,12 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from anymal_lit.callbacks.sample_figures import log_sample
 from anymal_lit.callbacks.schedule import ScheduledEvaluation, evaluation_share
-from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.data.prompts import get_prompt
 from anymal_lit.metrics.caption import CaptionMetric
 from anymal_lit.metrics.json_caption import JSONCaptionMetric
@@ -135,13 +134,7 @@ class GenerationEvalCallback(ScheduledEvaluation):
         predictions: dict[str, str],
         suffix: str,
     ) -> None:
-        stage = getattr(pl_module, "stage_name", "eval")
-        rank_zero_info(f"{stage} {self.name}{suffix}: { {k: round(v, 4) for k, v in scores.items()} }")
-        out_dir = Path(self.predictions_dir or trainer.log_dir or trainer.default_root_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{stage}_{self.name}{suffix}.json").write_text(json.dumps(predictions, indent=1))
-        if self.scorecard:
-            update_scorecard(self.scorecard, stage, self.name, scores)
+        self.write_scores(trainer, pl_module, scores, predictions, suffix)
         self._log_samples(trainer, pl_module, predictions, suffix)
 
     def _log_samples(

@@ -11,16 +11,13 @@ forward, so sharded strategies stay in step.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only
 
 from anymal_lit.callbacks.schedule import ScheduledEvaluation, evaluation_share
-from anymal_lit.callbacks.scorecard import update_scorecard
 from anymal_lit.collectives import gather_objects
 from anymal_lit.data.prompts import apply_prompt
 from anymal_lit.data.records import Record
@@ -162,10 +159,4 @@ class LikelihoodEvalCallback(ScheduledEvaluation):
     def _report(
         self, trainer: L.Trainer, pl_module: L.LightningModule, scores: dict[str, float], results: dict, suffix: str
     ) -> None:
-        stage = getattr(pl_module, "stage_name", "eval")
-        rank_zero_info(f"{stage} {self.name}{suffix}: { {k: round(v, 4) for k, v in scores.items()} }")
-        out_dir = Path(self.predictions_dir or trainer.log_dir or trainer.default_root_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{stage}_{self.name}{suffix}.json").write_text(json.dumps(results, indent=1))
-        if self.scorecard:
-            update_scorecard(self.scorecard, stage, self.name, scores)
+        self.write_scores(trainer, pl_module, scores, results, suffix)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import lightning.pytorch as L
+from lightning.pytorch.utilities import rank_zero_info
+
+from anymal_lit.callbacks.scorecard import update_scorecard
 
 
 def data_parallel_rank(trainer: L.Trainer) -> tuple[int, int]:
@@ -29,6 +36,21 @@ class ScheduledEvaluation(L.Callback):
     name: str
     every_n_epochs: int = 1
     before_fit: bool = True
+    scorecard: str | None = None
+    predictions_dir: str | None = None
+
+    def write_scores(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, scores: dict[str, float], results: Any, suffix: str
+    ) -> None:
+        """On rank 0: print the scores, write ``results`` to ``<predictions_dir>/<stage>_<name><suffix>.json`` and
+        merge the scores into the scorecard under ``stages.<stage>.<name>``."""
+        stage = getattr(pl_module, "stage_name", "eval")
+        rank_zero_info(f"{stage} {self.name}{suffix}: { {k: round(v, 4) for k, v in scores.items()} }")
+        out_dir = Path(self.predictions_dir or trainer.log_dir or trainer.default_root_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{stage}_{self.name}{suffix}.json").write_text(json.dumps(results, indent=1))
+        if self.scorecard:
+            update_scorecard(self.scorecard, stage, self.name, scores)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, suffix: str = "") -> dict[str, float]:
         """Score the model (a collective on every rank); metric name (with ``suffix``) -> value."""
