@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
-from anymal_lit.callbacks.scorecard import update_scorecard
+from anymal_lit.callbacks.scorecard import combine_scorecards, update_scorecard
 from anymal_lit.toyworld import WorldSpec, build_world
+from anymal_lit.toyworld.preferences import caption_prompts, onpolicy_preferences
 from anymal_lit.toyworld.report import (
     caption_report,
     hallucination_report,
@@ -35,21 +37,77 @@ def run_cli(*args: str) -> None:
     main(list(args))
 
 
-def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: str = "experiments/demo") -> dict:
-    """Build the world (if needed), run every stage, add the toy-world baselines and print the scorecard."""
+ONPOLICY_PROMPTS = 800
+"""Training pictures whose captions the SFT model samples for DPO's pairs (with their QA pairs: 1600 pairs, one
+pass of the demo's 200 DPO steps of 8)."""
+ONPOLICY_SAMPLES = 4
+"""Sampled captions per picture (temperature 1)."""
+CHAIN_OUTPUTS = ("align", "sft", "dpo", "predictions", "scorecard.json", "preference_prompts.jsonl",
+                 "sft_samples.jsonl", "preference_train.jsonl")  # fmt: skip
+"""What one seed's chain writes into the demo folder (moved to ``seed-<n>/`` when several seeds run)."""
+
+
+def run_demo(
+    world: str = "runs/toyworld",
+    out: str = "runs/demo",
+    experiments: str = "experiments/demo",
+    seeds: list[int] | tuple[int, ...] = (0,),
+    precision: str | None = None,
+) -> dict:
+    """Build the world (if needed), run every stage for each seed, add the toy-world baselines and print the
+    scorecard. With several seeds each seed's runs move to ``<out>/seed-<n>/`` and ``<out>/scorecard.json`` holds
+    every figure as ``{"mean", "min", "max", "per_seed"}``; with one, the layout is a single run's. ``precision``
+    (e.g. ``bf16-mixed``) overrides the YAMLs' ``trainer.precision``."""
     start = time.time()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the stages' loader workers fork after tokenizing
     out_dir = Path(out)
-    scorecard = out_dir / "scorecard.json"
-    if scorecard.exists():
-        scorecard.unlink()
+    for name in CHAIN_OUTPUTS:
+        _remove(out_dir / name)
     build_world(world, WorldSpec())
     world_seconds = time.time() - start
-    stage_seconds = {}
+    cards = []
+    for seed in seeds:
+        card = run_chain(world, out_dir, experiments, seed, precision)
+        if len(seeds) > 1:
+            folder = out_dir / f"seed-{seed}"
+            _remove(folder)
+            folder.mkdir(parents=True)
+            for name in CHAIN_OUTPUTS:
+                if (out_dir / name).exists():
+                    shutil.move(out_dir / name, folder / name)
+        cards.append(card)
+    card = cards[0] if len(cards) == 1 else combine_scorecards(cards, list(seeds))
+    if len(cards) > 1:
+        card["stage_seconds"] = [c["stage_seconds"] for c in cards]
+    card["wall_seconds"] = time.time() - start
+    card["world_seconds"] = world_seconds
+    scorecard = out_dir / "scorecard.json"
+    scorecard.write_text(json.dumps(card, indent=2, sort_keys=True))
+    print(write_summary(card, out_dir))
+    print(f"full figures: {scorecard}; table and picture: {out_dir / 'summary.md'}, {out_dir / 'summary.png'}")
+    export = stage_export(Path(experiments) / STEPS[-1][1], out_dir / STEPS[-1][0])
+    if len(seeds) > 1 and export.is_relative_to(out_dir):  # moved with its seed's runs
+        export = out_dir / f"seed-{seeds[-1]}" / export.relative_to(out_dir)
+    print(next_steps(export, out_dir, world))
+    return card
+
+
+def run_chain(
+    world: str | Path, out_dir: Path, experiments: str | Path, seed: int, precision: str | None = None
+) -> dict:
+    """One seed's alignment -> SFT -> on-policy preference pairs -> DPO, with the toy world's reports added to the
+    scorecard; returns the scorecard."""
+    stage_seconds, stats = {}, {}
     for stage, yaml in STEPS:
         t0 = time.time()
-        run_cli("fit", "-c", str(Path(experiments) / yaml))
+        if stage == "dpo":
+            stats = onpolicy_data(world, out_dir, stage_export(Path(experiments) / "sft.yaml", out_dir / "sft"), seed)
+            log.info("on-policy preference pairs: %s", stats)
+        overrides = [f"--seed_everything={seed}"] + ([f"--trainer.precision={precision}"] if precision else [])
+        run_cli("fit", "-c", str(Path(experiments) / yaml), *overrides)
         stage_seconds[stage] = time.time() - t0
+    scorecard = out_dir / "scorecard.json"
+    update_scorecard(scorecard, "dpo", "preference_data", stats)
     predictions = out_dir / "predictions"
     for modality in MODALITIES:
         name = f"{modality}_caption"
@@ -73,14 +131,37 @@ def run_demo(world: str = "runs/toyworld", out: str = "runs/demo", experiments: 
             )
             card = update_scorecard(scorecard, stage, bench, extras)
         card = update_scorecard(scorecard, stage, "vqa", blind)
-    card["wall_seconds"] = time.time() - start
-    card["world_seconds"] = world_seconds
     card["stage_seconds"] = stage_seconds
+    card["seed"] = seed
+    card["precision"] = precision or "as in the YAMLs"
     scorecard.write_text(json.dumps(card, indent=2, sort_keys=True))
-    print(write_summary(card, out_dir))
-    print(f"full figures: {scorecard}; table and picture: {out_dir / 'summary.md'}, {out_dir / 'summary.png'}")
-    print(next_steps(stage_export(Path(experiments) / STEPS[-1][1], out_dir / STEPS[-1][0]), out_dir, world))
     return card
+
+
+def onpolicy_data(
+    world: str | Path,
+    out_dir: Path,
+    sft_export: Path,
+    seed: int,
+    prompts: int = ONPOLICY_PROMPTS,
+    samples: int = ONPOLICY_SAMPLES,
+) -> dict[str, float]:
+    """DPO's training pairs from the SFT model's own captions: ``anymal-lit sample`` on ``prompts`` training
+    pictures, labelled against their scenes (:mod:`anymal_lit.toyworld.preferences`) into
+    ``<out>/preference_train.jsonl``; returns the labeller's counts."""
+    prompt_file = caption_prompts(world, out_dir / "preference_prompts.jsonl", limit=prompts)
+    sampled = out_dir / "sft_samples.jsonl"
+    run_cli("sample", "--model", str(sft_export), "--data", str(prompt_file), "--media-root", str(world),
+            "--out", str(sampled), "--num-samples", str(samples), "--seed", str(seed),
+            "--max-new-tokens", "48")  # fmt: skip
+    return onpolicy_preferences(world, sampled, out_dir / "preference_train.jsonl")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def stage_export(yaml: str | Path, fallback_root: str | Path) -> Path:

@@ -220,7 +220,8 @@ def trained_exports(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) 
     run_cli("fit", "-c", str(sft), *quick, "--model.init_args.init_from", "null", cwd=workdir)
     (sft_export,) = (workdir / "runs" / "demo" / "sft").rglob("export/export.json")
     dpo = REPO / "experiments" / "demo" / "dpo.yaml"
-    run_cli("fit", "-c", str(dpo), *quick, "--model.init_args.init_from", str(sft_export.parent), cwd=workdir)
+    pairs = ["--data.init_args.train_file", "runs/toyworld/image_preference_train.jsonl"]  # the world's own pairs
+    run_cli("fit", "-c", str(dpo), *quick, *pairs, "--model.init_args.init_from", str(sft_export.parent), cwd=workdir)
     (dpo_export,) = (workdir / "runs" / "demo" / "dpo").rglob("export/export.json")
     return {"sft": sft_export.parent, "dpo": dpo_export.parent, "workdir": workdir}
 

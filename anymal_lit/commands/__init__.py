@@ -22,6 +22,7 @@ COMMANDS = {
     "consolidate": "anymal_lit.commands.consolidate",
     "export": "anymal_lit.commands.export",
     "chat": "anymal_lit.commands.chat",
+    "sample": "anymal_lit.commands.sample",
     "serve": "anymal_lit.commands.serve",
     "merge": "anymal_lit.commands.merge",
     "plan": "anymal_lit.commands.plan",

@@ -12,6 +12,10 @@ CIDER_TARGET = 3.0
 """Each modality's aligned caption CIDEr must reach this ..."""
 CIDER_OVER_CONSTANT = 3.0
 """... and this many times the best constant caption's."""
+DPO_HALLUCINATION_CUT = 0.3
+"""DPO must cut the share of captions with a hallucinated object (CHAIR-s) by this fraction of the SFT model's ..."""
+DPO_KEEP_POINTS = 0.02
+"""... while keeping caption CIDEr and VQA accuracy within this much of the SFT model's."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Headline:
         baseline_name: How the table names that baseline.
         target: Function of the benchmark's scores -> the value the headline must reach (None: no target).
         target_text: How the table states the target.
+        lower_is_better: The headline meets its target at or below it (hallucination rates).
     """
 
     stage: str
@@ -35,6 +40,7 @@ class Headline:
     baseline_name: str = ""
     target: Callable[[dict], float] | None = None
     target_text: str = ""
+    lower_is_better: bool = False
 
 
 def _cider_target(scores: dict) -> float:
@@ -55,16 +61,40 @@ HEADLINES = (
     Headline("sft", "image_caption", "cider"),
     Headline("sft", "image_caption", "hallucination_output"),
     Headline("dpo", "preference", "accuracy"),
-    Headline("dpo", "vqa", "vqa_official", "blind_exact_match", "blind answer"),
+    Headline(
+        "dpo",
+        "vqa",
+        "vqa_official",
+        "blind_exact_match",
+        "blind answer",
+        lambda s: s["vqa_official_before"] - DPO_KEEP_POINTS,
+        f">= SFT - {DPO_KEEP_POINTS}",
+    ),
     Headline("dpo", "mmbench", "circular"),
-    Headline("dpo", "image_caption", "cider"),
-    Headline("dpo", "image_caption", "hallucination_output"),
+    Headline(
+        "dpo",
+        "image_caption",
+        "cider",
+        target=lambda s: s["cider_before"] - DPO_KEEP_POINTS,
+        target_text=f">= SFT - {DPO_KEEP_POINTS}",
+    ),
+    Headline(
+        "dpo",
+        "image_caption",
+        "hallucination_output",
+        target=lambda s: (1 - DPO_HALLUCINATION_CUT) * s["hallucination_output_before"],
+        target_text=f"<= {1 - DPO_HALLUCINATION_CUT:g}x SFT",
+        lower_is_better=True,
+    ),
 )
 """The rows, in order; a row whose benchmark is not in the scorecard is left out."""
 
 
 @dataclass
 class Row:
+    """One line of the summary; over several seeds ``before``/``after``/``baseline``/``target`` are means,
+    ``after_range`` is (min, max) of ``after`` and ``met`` holds only when the target is met on every seed."""
+
     stage: str
     benchmark: str
     metric: str
@@ -74,33 +104,81 @@ class Row:
     baseline_name: str
     target: float | None
     target_text: str
-
-    @property
-    def met(self) -> bool | None:
-        """None without a target; False when the target or the score is missing."""
-        if self.target is None and not self.target_text:
-            return None
-        return self.after is not None and self.target is not None and self.after >= self.target
+    met: bool | None
+    after_range: tuple[float, float] | None = None
 
 
-def summary_rows(card: dict) -> list[Row]:
-    """The headline rows present in a scorecard (``{"stages": {stage: {benchmark: {metric: value}}}}``)."""
+def _met(h: Headline, after: float | None, target: float | None) -> bool | None:
+    """None without a target; False when the target or the score is missing."""
+    if h.target is None:
+        return None
+    if after is None or target is None:
+        return False
+    return after <= target if h.lower_is_better else after >= target
+
+
+def _seed_rows(card: dict) -> list[Row]:
     rows = []
     for h in HEADLINES:
         scores = card.get("stages", {}).get(h.stage, {}).get(h.benchmark)
         if scores is None:
             continue
+        after = scores.get(h.metric)
+        try:
+            target = h.target(scores) if h.target is not None else None
+        except (KeyError, TypeError):  # a figure the target needs is missing
+            target = None
+        baseline = scores.get(h.baseline) if h.baseline else None
         rows.append(
             Row(
                 h.stage,
                 h.benchmark,
                 h.metric,
                 scores.get(f"{h.metric}_before"),
-                scores.get(h.metric),
-                scores.get(h.baseline) if h.baseline else None,
+                after,
+                baseline,
                 h.baseline_name,
-                h.target(scores) if h.target is not None else None,
+                target,
                 h.target_text,
+                _met(h, after, target),
+            )
+        )
+    return rows
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def summary_rows(card: dict) -> list[Row]:
+    """The headline rows present in a scorecard (``{"stages": {stage: {benchmark: {metric: value}}}}``), or in a
+    scorecard over several seeds (:func:`~anymal_lit.callbacks.scorecard.combine_scorecards`): then each row is
+    the seeds' mean with the range of ``after``, met only where every seed meets its target."""
+    from anymal_lit.callbacks.scorecard import seed_scorecard
+
+    seeds = card.get("seeds")
+    if not seeds or len(seeds) == 1:
+        return _seed_rows(seed_scorecard(card, 0) if seeds else card)
+    per_seed = [_seed_rows(seed_scorecard(card, i)) for i in range(len(seeds))]
+    rows = []
+    for lines in zip(*per_seed):
+        first = lines[0]
+        afters = [r.after for r in lines if r.after is not None]
+        mets = [r.met for r in lines]
+        rows.append(
+            Row(
+                first.stage,
+                first.benchmark,
+                first.metric,
+                _mean([r.before for r in lines]),
+                _mean([r.after for r in lines]),
+                _mean([r.baseline for r in lines]),
+                first.baseline_name,
+                _mean([r.target for r in lines]),
+                first.target_text,
+                None if first.met is None else all(mets),
+                (min(afters), max(afters)) if afters else None,
             )
         )
     return rows
@@ -114,10 +192,11 @@ def _cells(row: Row) -> list[str]:
     baseline = f"{_num(row.baseline)} ({row.baseline_name})" if row.baseline is not None else "-"
     target = f"{_num(row.target)} ({row.target_text})" if row.target is not None else (row.target_text or "-")
     met = {None: "", True: "met", False: "NOT MET"}[row.met]
-    return [row.stage, row.benchmark, row.metric, f"{_num(row.before)} -> {_num(row.after)}", baseline, target, met]
+    after = _num(row.after) + (f" [{row.after_range[0]:.3f}-{row.after_range[1]:.3f}]" if row.after_range else "")
+    return [row.stage, row.benchmark, row.metric, f"{_num(row.before)} -> {after}", baseline, target, met]
 
 
-HEADER = ["stage", "benchmark", "metric", "before -> after", "baseline", "target", ""]
+HEADER = ["stage", "benchmark", "metric", "before -> after [range over seeds]", "baseline", "target", ""]
 
 
 def render_summary(card: dict) -> str:

@@ -1,5 +1,6 @@
 """The real `anymal-lit` command on the demo YAML, pointed at a miniature toy world."""
 
+import io
 import json
 import os
 import subprocess
@@ -8,8 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
+from anymal_lit.toyworld.preferences import caption_prompts, onpolicy_preferences
 from tests.conftest import REPO
+from tests.integration.tensorboard_server import tensorboard
 
 pytestmark = pytest.mark.integration
 
@@ -225,6 +229,18 @@ def test_three_stage_chain_through_the_cli(workdir):
     quick = ["--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"]
     for name, steps in (("align", "2"), ("sft", "2"), ("dpo", "2")):
         yaml = str(REPO / "experiments" / "demo" / f"{name}.yaml")
+        if name == "dpo":  # the demo's on-policy pairs: the SFT model's sampled captions, labelled by the world
+            prompts = caption_prompts(workdir / "runs/toyworld", workdir / "runs/demo/prompts.jsonl", limit=4)
+            samples = workdir / "runs/demo/samples.jsonl"
+            sft_export = "runs/demo/sft/checkpoints/export"
+            cli("sample", "--model", sft_export, "--data", str(prompts), "--media-root", "runs/toyworld",
+                "--out", str(samples), "--num-samples", "3", "--max-new-tokens", "8", cwd=workdir)  # fmt: skip
+            rows = [json.loads(line) for line in samples.read_text().splitlines()]
+            assert len(rows) == 4 and all(len(r["samples"]) == 3 for r in rows)
+            stats = onpolicy_preferences(
+                workdir / "runs/toyworld", samples, workdir / "runs/demo/preference_train.jsonl"
+            )
+            assert stats["pairs"] == 8  # each picture's caption and question pairs
         cli(
             "fit",
             "-c",
@@ -252,6 +268,25 @@ def test_three_stage_chain_through_the_cli(workdir):
     assert lora.is_file()  # LoRA also exported in peft's own format
     dpo_ckpt = torch.load(workdir / "runs/demo/dpo/checkpoints/last.ckpt", weights_only=False)
     assert all("lora_" in k and ".default." in k for k in dpo_ckpt["state_dict"])  # projectors frozen, no reference
+    check_tensorboard(workdir / "runs" / "demo")
+
+
+def check_tensorboard(logdir: Path) -> None:
+    """What TensorBoard shows of the three stages' logs, read through the server's HTTP API as the browser does:
+    one paired picture per sample and modality (media + prompt + answer + references), the audio players, the
+    scores, and no empty ``hp_metric`` chart."""
+    with tensorboard(logdir) as board:
+        scalars, images, audio = board.tags("scalars"), board.tags("images"), board.tags("audio")
+        align = next(run for run in images if run.startswith("align"))
+        for modality in ("image", "audio", "video", "imu"):
+            tags = [t for t in images[align] if t.startswith(f"samples/{modality}_caption/")]
+            assert tags, f"no sample figure of {modality} in {sorted(images[align])}"
+            with Image.open(io.BytesIO(board.image(align, tags[0]))) as picture:
+                assert picture.format == "PNG" and picture.width >= 300  # a figure, not a bare 64x64 frame
+    assert any(t.startswith("samples/audio_caption/") and t.endswith("/audio") for t in audio[align])
+    assert any(run.startswith("sft") for run in images)  # SFT's answers are shown with their pictures too
+    assert any("cider" in tag for tag in scalars[align])
+    assert not [(run, tag) for run, tags in scalars.items() for tag in tags if tag == "hp_metric"]
 
 
 def test_cache_features_then_train_from_the_cache_and_fsdp_config_parses(workdir):

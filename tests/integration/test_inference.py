@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from anymal_lit.data.datamodule import ConversationDataModule
+from anymal_lit.data.records import Record
 from anymal_lit.inference import MessageError, chat, load_model
 from anymal_lit.inference.bundle import export_bundle
+from anymal_lit.inference.chat import prepare_batch
 from anymal_lit.inference.model_config import map_paths
 from anymal_lit.stages.export import read_export_meta
 
@@ -148,3 +150,26 @@ def test_load_model_names_what_is_missing(tmp_path):
     (tmp_path / "export.json").write_text(json.dumps({"stage": "align", "tensors": []}))
     with pytest.raises(ValueError, match="records no model configuration"):
         load_model(tmp_path)
+
+
+def test_sampled_replies_are_seeded_and_written_back_with_each_row(trained_exports, dpo_model, tiny_world, tmp_path):
+    from anymal_lit.data.records import read_records
+    from anymal_lit.inference.sampling import sample_replies
+    from tests.conftest import run_cli as cli_run
+
+    records = read_records(tiny_world / "image_caption_val.jsonl", chat_placeholders(dpo_model))[:3]
+    kwargs = {"num_samples": 3, "max_new_tokens": 8, "progress": False}
+    first = sample_replies(dpo_model, records, seed=1, **kwargs)
+    assert [len(r) for r in first] == [3, 3, 3]
+    assert sample_replies(dpo_model, records, seed=1, **kwargs) == first  # the same seed gives the same replies
+    assert sample_replies(dpo_model, records, seed=2, **kwargs) != first
+    greedy = sample_replies(dpo_model, records, temperature=0, **kwargs)
+    batch = prepare_batch(dpo_model, [Record(r.id, r.messages[:-1], r.media, r.source) for r in records])
+    assert greedy == [[text] * 3 for text in dpo_model.generate(batch, max_new_tokens=8)]  # temperature 0: greedy
+    out = tmp_path / "samples.jsonl"
+    cli_run("sample", "--model", str(trained_exports["dpo"]), "--data", str(tiny_world / "image_caption_val.jsonl"),
+            "--out", str(out), "--limit", "2", "--num-samples", "2", "--max-new-tokens", "4", cwd=tmp_path)  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    source = [json.loads(line) for line in (tiny_world / "image_caption_val.jsonl").read_text().splitlines()][:2]
+    assert [{k: v for k, v in r.items() if k != "samples"} for r in rows] == source  # every field kept
+    assert all(len(r["samples"]) == 2 for r in rows)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from anymal_lit.callbacks.scorecard import combine_scorecards, seed_scorecard
 from anymal_lit.toyworld.summary import render_summary, summary_rows, write_summary
 
 
@@ -64,3 +66,45 @@ def test_summary_files_written(tmp_path):
     after_blue = (np.abs(pixels - [0x30, 0x70, 0xC0]).sum(-1) < 30).sum()
     target_red = (np.abs(pixels - [0xD0, 0x20, 0x20]).sum(-1) < 30).sum()
     assert after_blue > 1000 and target_red > 50  # the "after" bars and the target lines are drawn
+
+
+def dpo_card(hallucination_after: float, cider_after: float) -> dict:
+    return {
+        "stages": {
+            "dpo": {
+                "image_caption": {
+                    "hallucination_output_before": 0.4,
+                    "hallucination_output": hallucination_after,
+                    "cider_before": 3.0,
+                    "cider": cider_after,
+                },
+                "vqa": {"vqa_official_before": 0.84, "vqa_official": 0.83, "blind_exact_match": 0.4},
+            }
+        }
+    }
+
+
+def test_dpo_targets_cut_hallucination_and_keep_the_sft_scores():
+    met = {(r.benchmark, r.metric): r.met for r in summary_rows(dpo_card(0.27, 2.99))}
+    # 0.27 <= 0.7 x 0.4: a 30 % cut is met (lower is better); CIDEr 0.01 and VQA 0.01 under SFT are kept
+    assert met == {
+        ("image_caption", "cider"): True,
+        ("image_caption", "hallucination_output"): True,
+        ("vqa", "vqa_official"): True,
+    }
+    met = {(r.benchmark, r.metric): r.met for r in summary_rows(dpo_card(0.29, 2.97))}
+    assert met[("image_caption", "hallucination_output")] is False and met[("image_caption", "cider")] is False
+
+
+def test_seed_spread_scorecard_and_table_judge_every_seed():
+    cards = [dpo_card(0.2, 3.1), dpo_card(0.35, 3.2), dpo_card(0.1, 3.0)]
+    card = combine_scorecards(cards, [0, 1, 2])
+    figure = card["stages"]["dpo"]["image_caption"]["hallucination_output"]
+    assert figure == {"mean": pytest.approx(0.65 / 3), "min": 0.1, "max": 0.35, "per_seed": [0.2, 0.35, 0.1]}
+    assert seed_scorecard(card, 1) == cards[1]
+    row = next(r for r in summary_rows(card) if r.metric == "hallucination_output")
+    # the mean (0.217) meets the target (0.28), seed 1 (0.35) does not: not met
+    assert row.after == pytest.approx(0.65 / 3) and row.after_range == (0.1, 0.35) and row.met is False
+    assert "0.217 [0.100-0.350]" in render_summary(card)
+    single = combine_scorecards(cards[:1], [0])
+    assert summary_rows(single) == summary_rows(cards[0])

@@ -1,0 +1,46 @@
+"""On-policy preference pairs of the toy world: sampled captions labelled against their scenes."""
+
+from __future__ import annotations
+
+import json
+
+from anymal_lit.toyworld.preferences import caption_prompts, label_pair, onpolicy_preferences
+from anymal_lit.toyworld.shapes import Scene, ShapeObject
+
+SCENE = Scene((ShapeObject("circle", "blue", "large", "left"), ShapeObject("square", "red", "small", "right")))
+
+
+def test_label_pair_rejects_a_hallucination_and_chooses_a_complete_true_caption():
+    samples = [
+        "a blue circle",  # true but incomplete: neither
+        "a big blue circle on the left and a green square on the right",  # green square: hallucinated
+        "a large blue circle on the left and a little red square on the right",  # complete and true
+        "a red circle",  # hallucinated too, but not the first
+    ]
+    assert label_pair(samples, SCENE) == (samples[2], samples[1])
+    assert label_pair(samples[:1], SCENE) == (None, None)
+    assert label_pair(samples[1:2], SCENE) == (None, samples[1])
+
+
+def test_onpolicy_file_replaces_only_pairs_with_a_hallucinated_sample(image_data, tmp_path):
+    prompts = caption_prompts(image_data, tmp_path / "prompts.jsonl", limit=3)
+    rows = [json.loads(line) for line in prompts.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["0-pc", "1-pc", "2-pc"] and all("chosen" in r for r in rows)
+    scenes = json.loads((image_data / "image_scenes_train.json").read_text())
+    truth = rows[0]["chosen"]  # the world's caption of picture 0: true and complete
+    wrong_colour = {"red": "green"}.get(scenes["0"]["objects"][0]["colour"], "red")
+    lie = f"a {wrong_colour} {scenes['0']['objects'][0]['shape']}"
+    samples = [
+        {**rows[0], "samples": [truth, lie]},  # on-policy pair, chosen sampled too
+        {**rows[1], "samples": [lie if scenes["1"]["objects"][0]["colour"] != wrong_colour else "a white cross"]},
+        {**rows[2], "samples": [""]},  # nothing wrong said: the world's pair stays
+    ]
+    sampled = tmp_path / "samples.jsonl"
+    sampled.write_text("".join(json.dumps(r) + "\n" for r in samples))
+    stats = onpolicy_preferences(image_data, sampled, tmp_path / "pairs.jsonl")
+    pairs = {r["id"]: r for r in map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())}
+    assert set(pairs) == {"0-pc", "0-pq", "1-pc", "1-pq", "2-pc", "2-pq"}  # caption + question pair per picture
+    assert pairs["0-pc"]["rejected"] == lie and pairs["0-pc"]["chosen"] == truth
+    assert pairs["0-pc"]["source"] == "sft_sample"
+    assert pairs["2-pc"] == next(r for r in rows if r["id"] == "2-pc")
+    assert stats["pairs"] == 6 and stats["onpolicy_pairs"] == 2 and stats["onpolicy_chosen"] == 1
