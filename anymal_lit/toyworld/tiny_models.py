@@ -150,7 +150,9 @@ def pretrain_lm(
         sched.step()
         losses.append(loss.item())
         if step % 200 == 0 or step == steps - 1:
-            log.info("tiny LM step %d/%d loss %.3f (%.0f s)", step + 1, steps, loss, time.time() - start)
+            log.info(
+                "tiny LM step %d/%d loss %.3f (%.0f s)", step + 1, steps, loss.detach().item(), time.time() - start
+            )
     model.eval()
     return model, losses
 
@@ -227,7 +229,9 @@ def contrastive_training(
         opt.step()
         losses.append(loss.item())
         if step % 100 == 0 or step == steps - 1:
-            log.info("%s step %d/%d loss %.3f (%.0f s)", name, step + 1, steps, loss, time.time() - start)
+            log.info(
+                "%s step %d/%d loss %.3f (%.0f s)", name, step + 1, steps, loss.detach().item(), time.time() - start
+            )
     return losses
 
 
