@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 from anymal_lit.inference.merging import DENSITY, write_merged_export
-from anymal_lit.stages.export import load_export, read_export_meta
+from anymal_lit.stages.export import WEIGHTS_FILE, load_export, read_export_meta
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def sweep(
     folders = []
     for t in points:
         folder = out / f"t={t:g}"
-        if not (folder / "trainable.safetensors").exists():
+        if not _same_merge(folder, exports, [1.0 - t, t], method, base):
+            shutil.rmtree(folder, ignore_errors=True)  # another sweep's merge, or an unfinished one
             write_merged_export(exports, [1.0 - t, t], folder, method, base, density)
         folders.append(folder)
     rows = _validate_each(folders, configs, out, cli_args or [])
@@ -65,6 +67,22 @@ def sweep(
     _tensorboard(out / "tensorboard", table, markdown)
     print(markdown)
     return table
+
+
+def _same_merge(
+    folder: Path, exports: list[str | Path], weights: list[float], method: str, base: str | Path | None
+) -> bool:
+    """Whether ``folder`` already holds this merge (kept, so a rerun sweep only scores again)."""
+    try:
+        merge = read_export_meta(folder).get("merge") or {}
+    except ValueError:  # an unreadable export.json
+        return False
+    return (folder / WEIGHTS_FILE).exists() and (
+        merge.get("parents") == [str(Path(e).resolve()) for e in exports]
+        and merge.get("weights") == [float(w) for w in weights]
+        and merge.get("method") == method
+        and merge.get("base") == (str(Path(base).resolve()) if base is not None else None)
+    )
 
 
 def _validate_each(folders: list[Path], configs: list[str], out: Path, cli_args: list[str]) -> list[dict[str, float]]:

@@ -9,6 +9,8 @@ one half, as the Mann-Whitney statistic).
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +18,8 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from anymal_lit.metrics.gather import RowMetric
+
+log = logging.getLogger(__name__)
 
 
 def yes_probability(logp_yes: float | torch.Tensor, logp_no: float | torch.Tensor) -> torch.Tensor:
@@ -25,14 +29,18 @@ def yes_probability(logp_yes: float | torch.Tensor, logp_no: float | torch.Tenso
 
 
 def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve of ``scores`` (higher = more likely positive) against 0/1 ``labels``."""
+    """Area under the ROC curve of ``scores`` (higher = more likely positive) against 0/1 ``labels``; NaN, with a
+    warning, when the labels hold one class only (a subset of a benchmark, ``limit_val_batches``): the ranking is
+    undefined there, and the other figures of the evaluation still count."""
     labels_t = torch.as_tensor([int(v) for v in labels])
     if labels_t.numel() == 0:
         raise ValueError("no scores to rank")
     if not set(labels_t.tolist()) <= {0, 1}:
         raise ValueError(f"labels must be 0 or 1, got {sorted(set(labels_t.tolist()))}")
     if labels_t.min() == labels_t.max():
-        raise ValueError("AUROC needs both classes among the labels (got only one)")
+        log.warning("AUROC needs both classes among the labels (all %d are %d): reported as NaN", len(labels_t),
+                    int(labels_t[0]))  # fmt: skip
+        return math.nan
     return float(binary_auroc(torch.as_tensor(list(scores), dtype=torch.float64), labels_t, thresholds=None))
 
 

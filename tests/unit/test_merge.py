@@ -300,6 +300,11 @@ def test_sweep_scores_each_weight_with_the_experiments_callbacks(exports, tmp_pa
 
     records = read_records(tmp_path / "val.jsonl", {"imu": "<imu>"})
     assert model.generate(prepare_batch(model, records), max_new_tokens=4) == [predictions[r.id] for r in records]
+    # a sweep of other parents into the same folder merges again instead of scoring the stale t=0 folder
+    merge.run(parser.parse_args(["--sweep", "0", "-c", str(experiment), "--exports", str(exports["b"]),
+                                 str(exports["a"]), "--out", str(out)]))  # fmt: skip
+    again = json.loads((out / "sweep.json").read_text())["rows"][0]
+    assert again["scores"]["loss"] == pytest.approx(losses[2])  # t=0 of (b, a) is b, the first sweep's t=1
 
 
 def test_merge_exports_signature_is_the_documented_contract():
