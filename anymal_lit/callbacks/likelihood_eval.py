@@ -124,7 +124,8 @@ class LikelihoodEvalCallback(ScheduledEvaluation):
                 self.reduction, pl_module.device, datamodule.skip_bad_records,
             )  # fmt: skip
             if all(r is None for r in results):  # all skipped: a forward anyway, so sharded ranks stay in step
-                pl_module.model(pl_module.placeholder_batch(), pack=False)
+                # (the last training batch, which runs the media encoders ZeRO-3 / FSDP2 gather on the other ranks)
+                pl_module.model(pl_module.batch_to_evaluate(), pack=False)
             rows += [(r.id, res, targets[r.id]) for r, res in zip(chunk, results) if res is not None]
         pl_module.train(was_training)
         scored: dict[str, tuple[dict[str, list[float]], Any]] = {}

@@ -93,6 +93,7 @@ def _evaluate(tiny, tmp_path, callback, lines, rank=0, world=1, skip_bad_records
     module = torch.nn.Module()
     module.model, module.device, module.stage_name = tiny.model, torch.device("cpu"), "sft"
     module.placeholder_batch = lambda: AnyMALStage.placeholder_batch(module)
+    module.batch_to_evaluate = module.placeholder_batch  # no training batch yet (as in `anymal-lit validate`)
     module.train()
     scores = callback.evaluate(trainer, module)
     assert module.training  # the module's mode is restored
