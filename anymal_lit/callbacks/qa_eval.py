@@ -28,13 +28,10 @@ class RecordTargetEvalCallback(GenerationEvalCallback):
         targets = self._targets()
         metric.update(ids, texts, [targets[i] for i in ids])
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, suffix: str = "") -> dict[str, float]:
         self._datamodule = trainer.datamodule
-        super().on_fit_start(trainer, pl_module)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._datamodule = trainer.datamodule
-        super().on_validation_epoch_end(trainer, pl_module)
+        self._targets()  # every rank reads every record's target before any collective: a bad one fails them all
+        return super().evaluate(trainer, pl_module, suffix)
 
 
 class QAEvalCallback(RecordTargetEvalCallback):
