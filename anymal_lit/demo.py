@@ -53,28 +53,36 @@ def run_demo(
     experiments: str = "experiments/demo",
     seeds: list[int] | tuple[int, ...] = (0,),
     precision: str | None = None,
+    from_stage: str = STEPS[0][0],
 ) -> dict:
     """Build the world (if needed), run every stage for each seed, add the toy-world baselines and print the
     scorecard. With several seeds each seed's runs move to ``<out>/seed-<n>/`` and ``<out>/scorecard.json`` holds
     every figure as ``{"mean", "min", "max", "per_seed"}``; with one, the layout is a single run's. ``precision``
-    (e.g. ``bf16-mixed``) overrides the YAMLs' ``trainer.precision``."""
+    (e.g. ``bf16-mixed``) overrides the YAMLs' ``trainer.precision``. ``from_stage`` (``sft`` or ``dpo``) keeps
+    the earlier stages' runs of an earlier demo in ``out`` (per seed) and reruns from that stage on."""
+    stages = [stage for stage, _ in STEPS]
+    if from_stage not in stages:
+        raise ValueError(f"from_stage must be one of {stages}, got {from_stage!r}")
     start = time.time()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the stages' loader workers fork after tokenizing
     out_dir = Path(out)
-    for name in CHAIN_OUTPUTS:
-        _remove(out_dir / name)
+    if from_stage == stages[0] or len(seeds) > 1:
+        for name in CHAIN_OUTPUTS:
+            _remove(out_dir / name)
     build_world(world, WorldSpec())
     world_seconds = time.time() - start
     cards = []
     for seed in seeds:
-        card = run_chain(world, out_dir, experiments, seed, precision)
+        folder = out_dir / f"seed-{seed}"
+        if len(seeds) > 1 and from_stage != stages[0]:  # this seed's earlier stages, back where its chain wants them
+            _move_outputs(folder, out_dir)
+        _check_earlier_stages(out_dir, experiments, stages[: stages.index(from_stage)], seed)
+        for stage in stages[stages.index(from_stage) :]:  # an earlier run of the stages to redo goes
+            _remove(out_dir / stage)
+        card = run_chain(world, out_dir, experiments, seed, precision, from_stage)
         if len(seeds) > 1:
-            folder = out_dir / f"seed-{seed}"
             _remove(folder)
-            folder.mkdir(parents=True)
-            for name in CHAIN_OUTPUTS:
-                if (out_dir / name).exists():
-                    shutil.move(out_dir / name, folder / name)
+            _move_outputs(out_dir, folder)
         cards.append(card)
     card = cards[0] if len(cards) == 1 else combine_scorecards(cards, list(seeds))
     if len(cards) > 1:
@@ -93,12 +101,18 @@ def run_demo(
 
 
 def run_chain(
-    world: str | Path, out_dir: Path, experiments: str | Path, seed: int, precision: str | None = None
+    world: str | Path,
+    out_dir: Path,
+    experiments: str | Path,
+    seed: int,
+    precision: str | None = None,
+    from_stage: str = STEPS[0][0],
 ) -> dict:
-    """One seed's alignment -> SFT -> on-policy preference pairs -> DPO, with the toy world's reports added to the
-    scorecard; returns the scorecard."""
+    """One seed's alignment -> SFT -> on-policy preference pairs -> DPO (from ``from_stage`` on), with the toy
+    world's reports added to the scorecard; returns the scorecard."""
     stage_seconds, stats = {}, {}
-    for stage, yaml in STEPS:
+    steps = STEPS[[stage for stage, _ in STEPS].index(from_stage) :]
+    for stage, yaml in steps:
         t0 = time.time()
         if stage == "dpo":
             stats = onpolicy_data(world, out_dir, stage_export(Path(experiments) / "sft.yaml", out_dir / "sft"), seed)
@@ -107,7 +121,8 @@ def run_chain(
         run_cli("fit", "-c", str(Path(experiments) / yaml), *overrides)
         stage_seconds[stage] = time.time() - t0
     scorecard = out_dir / "scorecard.json"
-    update_scorecard(scorecard, "dpo", "preference_data", stats)
+    if stats:
+        update_scorecard(scorecard, "dpo", "preference_data", stats)
     predictions = out_dir / "predictions"
     for modality in MODALITIES:
         name = f"{modality}_caption"
@@ -131,7 +146,7 @@ def run_chain(
             )
             card = update_scorecard(scorecard, stage, bench, extras)
         card = update_scorecard(scorecard, stage, "vqa", blind)
-    card["stage_seconds"] = stage_seconds
+    card["stage_seconds"] = {**card.get("stage_seconds", {}), **stage_seconds}
     card["seed"] = seed
     card["precision"] = precision or "as in the YAMLs"
     scorecard.write_text(json.dumps(card, indent=2, sort_keys=True))
@@ -155,6 +170,23 @@ def onpolicy_data(
             "--out", str(sampled), "--num-samples", str(samples), "--seed", str(seed),
             "--max-new-tokens", "48")  # fmt: skip
     return onpolicy_preferences(world, sampled, out_dir / "preference_train.jsonl")
+
+
+def _move_outputs(source: Path, target: Path) -> None:
+    """Move one seed's chain outputs (:data:`CHAIN_OUTPUTS`) from ``source`` to ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in CHAIN_OUTPUTS:
+        if (source / name).exists():
+            _remove(target / name)
+            shutil.move(source / name, target / name)
+
+
+def _check_earlier_stages(out_dir: Path, experiments: str | Path, stages: list[str], seed: int) -> None:
+    """Before rerunning from a later stage: the exports of the stages kept must be there."""
+    for stage in stages:
+        export = stage_export(Path(experiments) / dict(STEPS)[stage], out_dir / stage)
+        if not (export / "export.json").is_file():
+            raise FileNotFoundError(f"seed {seed}: no {stage} export at {export} to rerun the later stages from")
 
 
 def _remove(path: Path) -> None:

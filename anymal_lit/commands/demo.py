@@ -23,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "every scorecard figure becomes {mean, min, max, per_seed} (default: 0)",
     )
     parser.add_argument(
+        "--from-stage",
+        choices=("align", "sft", "dpo"),
+        default="align",
+        help="keep an earlier demo's runs of the stages before this one (per seed) and rerun from it on (dpo: the "
+        "on-policy sampling and DPO)",
+    )
+    parser.add_argument(
         "--precision",
         help="the stages' trainer.precision instead of the YAMLs' (e.g. bf16-mixed: autocast to bfloat16 on CPUs "
         "and GPUs that support it)",
@@ -34,4 +41,4 @@ def run(args: argparse.Namespace) -> None:
 
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds repeats a seed: {args.seeds}")
-    run_demo(args.world, args.out, args.experiments, args.seeds, args.precision)
+    run_demo(args.world, args.out, args.experiments, args.seeds, args.precision, args.from_stage)

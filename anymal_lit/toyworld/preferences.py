@@ -3,7 +3,8 @@
 The world's built-in caption pairs reject a caption of a corrupted scene, an error the SFT model may never make, so
 DPO has little to learn from them. Here the SFT model's sampled captions (``anymal-lit sample``) are labelled against
 the scene: a sample naming an object the picture does not hold (:func:`~anymal_lit.toyworld.hallucination.hallucinated`)
-becomes the rejected answer; the chosen one is a sample that names every object correctly, else the world's reference
+becomes the rejected answer; the chosen one is its minimal correction (the same words, the wrong attributes made
+true, as RLHF-V's corrected segments), else a sample that names every object correctly, else the world's reference
 caption. Rows without a hallucinated sample keep the world's pair, and the question-answer pairs are kept as they are
 (they guard the short answers while DPO works on captions).
 """
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 
 from anymal_lit.toyworld.hallucination import hallucinated
-from anymal_lit.toyworld.shapes import Scene, parse_caption
+from anymal_lit.toyworld.shapes import Scene, corrected_caption, parse_caption
 
 CAPTION_PAIR_SUFFIX = "-pc"
 """Id suffix of the world's caption preference pairs (``world.write_instructions``)."""
@@ -32,17 +33,22 @@ def caption_prompts(world: str | Path, out: str | Path, limit: int | None = None
 
 
 def label_pair(samples: list[str], scene: Scene) -> tuple[str | None, str | None]:
-    """(chosen, rejected) among ``samples``: rejected is the first sample with a hallucinated object (None if
-    none), chosen the first that names exactly the scene's objects, all correctly (None if none)."""
-    rejected = chosen = None
+    """(chosen, rejected) among ``samples``: rejected is the first sample with a hallucinated object (None if none);
+    chosen is its minimal correction (:func:`~anymal_lit.toyworld.shapes.corrected_caption`: the same words with the
+    wrong attributes made true, RLHF-V's corrected segments), else the first sample that names exactly the scene's
+    objects, all correctly (None if none)."""
+    rejected = complete = None
     for text in samples:
         mentions = parse_caption(text)
-        flags = [hallucinated(m, scene) for m in mentions]
-        if any(flags):
+        if any(hallucinated(m, scene) for m in mentions):
             rejected = rejected or text
-        elif len(mentions) == len(scene.objects) and chosen is None:
-            chosen = text
-    return chosen, rejected
+        elif len(mentions) == len(scene.objects) and complete is None:
+            complete = text
+    if rejected is not None:
+        fixed = corrected_caption(rejected, scene)
+        if fixed is not None and not any(hallucinated(m, scene) for m in parse_caption(fixed)):
+            return fixed, rejected
+    return complete, rejected
 
 
 def onpolicy_preferences(world: str | Path, samples: str | Path, out: str | Path) -> dict[str, float]:

@@ -203,3 +203,28 @@ def wrong_answer(answer: str, rng: np.random.Generator) -> str:
         if answer in pool:
             return str(rng.choice([v for v in pool if v != answer]))
     raise ValueError(f"unknown answer kind: {answer!r}")
+
+
+def corrected_caption(text: str, scene: Scene) -> str | None:
+    """``text`` with every object mention rewritten to say what the scene's object in its place is (the i-th mention
+    names the i-th object, the order captions list them in), keeping which attributes it names and all other words:
+    the minimal correction of a caption (RLHF-V's corrected segments). None when it names more objects than the
+    picture holds (nothing to correct an invented object to)."""
+    text = text.lower()
+    matches = list(_MENTION.finditer(text))
+    if len(matches) > len(scene.objects):
+        return None
+    pieces, last = [], 0
+    for match, obj in zip(matches, scene.objects):
+        size, pos = match["size"], match["pos"]
+        words = [
+            (size if _WORD_TO_SIZE[size] == obj.size else SIZE_WORDS[obj.size][0]) if size else None,
+            obj.colour if match["colour"] else None,
+            obj.shape,
+            (pos if _PHRASE_TO_POS[pos] == obj.position else POSITION_WORDS[obj.position][0]) if pos else None,
+        ]
+        start = match.start("size" if size else "colour" if match["colour"] else "shape")
+        end = match.end("pos") if pos else match.end("shape")
+        pieces += [text[last:start], " ".join(w for w in words if w)]
+        last = end
+    return "".join(pieces) + text[last:]

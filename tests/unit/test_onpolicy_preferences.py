@@ -5,21 +5,34 @@ from __future__ import annotations
 import json
 
 from anymal_lit.toyworld.preferences import caption_prompts, label_pair, onpolicy_preferences
-from anymal_lit.toyworld.shapes import Scene, ShapeObject
+from anymal_lit.toyworld.shapes import Scene, ShapeObject, corrected_caption
 
 SCENE = Scene((ShapeObject("circle", "blue", "large", "left"), ShapeObject("square", "red", "small", "right")))
 
 
-def test_label_pair_rejects_a_hallucination_and_chooses_a_complete_true_caption():
+def test_label_pair_rejects_a_hallucination_and_chooses_its_minimal_correction():
     samples = [
         "a blue circle",  # true but incomplete: neither
-        "a big blue circle on the left and a green square on the right",  # green square: hallucinated
+        "a big blue circle on the left and a green square at the top",  # green square, top: hallucinated
         "a large blue circle on the left and a little red square on the right",  # complete and true
         "a red circle",  # hallucinated too, but not the first
     ]
-    assert label_pair(samples, SCENE) == (samples[2], samples[1])
+    # the rejected caption with only its wrong words changed ("big" and "on the left" were true, kept)
+    assert label_pair(samples, SCENE) == ("a big blue circle on the left and a red square on the right", samples[1])
     assert label_pair(samples[:1], SCENE) == (None, None)
-    assert label_pair(samples[1:2], SCENE) == (None, samples[1])
+    assert label_pair(["a red circle"], SCENE) == ("a blue circle", "a red circle")
+    # an invented third object cannot be corrected: the complete true sample is chosen instead
+    invented = "a blue circle, a red square and a white cross"
+    assert label_pair([invented, samples[2]], SCENE) == (samples[2], invented)
+    assert label_pair([invented], SCENE) == (None, invented)
+
+
+def test_corrected_caption_keeps_every_word_that_was_true():
+    assert corrected_caption("there is a little green circle near the top.", SCENE) == (
+        "there is a large blue circle on the left."
+    )
+    assert corrected_caption("a circle and a cross", SCENE) == "a circle and a square"
+    assert corrected_caption("a red square and a red square and a red square", SCENE) is None
 
 
 def test_onpolicy_file_replaces_only_pairs_with_a_hallucinated_sample(image_data, tmp_path):
@@ -40,7 +53,9 @@ def test_onpolicy_file_replaces_only_pairs_with_a_hallucinated_sample(image_data
     stats = onpolicy_preferences(image_data, sampled, tmp_path / "pairs.jsonl")
     pairs = {r["id"]: r for r in map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())}
     assert set(pairs) == {"0-pc", "0-pq", "1-pc", "1-pq", "2-pc", "2-pq"}  # caption + question pair per picture
-    assert pairs["0-pc"]["rejected"] == lie and pairs["0-pc"]["chosen"] == truth
+    assert pairs["0-pc"]["rejected"] == lie and pairs["0-pc"]["chosen"] == corrected_caption(
+        lie, Scene.from_dict(scenes["0"])
+    )
     assert pairs["0-pc"]["source"] == "sft_sample"
     assert pairs["2-pc"] == next(r for r in rows if r["id"] == "2-pc")
-    assert stats["pairs"] == 6 and stats["onpolicy_pairs"] == 2 and stats["onpolicy_chosen"] == 1
+    assert stats["pairs"] == 6 and stats["onpolicy_pairs"] == 2 and stats["onpolicy_chosen"] == 2
