@@ -2,7 +2,9 @@
 
 UnIVAL (Shukor et al., 2023) found that balancing tasks within a batch beats sampling in proportion to dataset
 size, so :class:`MixtureDataModule` gives every dataset the same share unless told otherwise. Each batch draws
-its rows from the datasets independently, so batches mix modalities (and rows without media).
+its rows from the datasets independently, so batches mix modalities (and rows without media). Datasets streamed
+from WebDataset shards (:class:`~anymal_lit.data.webdataset.WebDataModule`) mix the same way
+(:mod:`anymal_lit.data.streamed_mixture`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
 from anymal_lit.data.datamodule import DEFAULT_BATCH_SIZE, ConversationDataModule
+from anymal_lit.data.streamed_mixture import IndexedSource, ShardSource, StreamedMixture
+from anymal_lit.data.webdataset import WebDataModule, data_parallel_replica
 from anymal_lit.encoders.base import MediaProcessor, ModalityEncoder
 
 log = logging.getLogger(__name__)
@@ -83,13 +87,29 @@ class MixtureSampler(Sampler[int]):
 class MixtureDataModule(ConversationDataModule):
     """Several data modules (any modalities) sampled together for training; validation runs over all of them.
 
+    A dataset may be a :class:`~anymal_lit.data.webdataset.WebDataModule` (tar shards, local or in object storage):
+    the mixture then streams (:class:`~anymal_lit.data.streamed_mixture.StreamedMixture`) with the same weights and
+    curriculum, its map-style datasets included; deterministic for a seed, each data-parallel replica reading its
+    own shards, and resumed mid-epoch exactly. For example::
+
+        data:
+          class_path: anymal_lit.data.MixtureDataModule
+          init_args:
+            samples_per_epoch: 100000
+            datasets:
+              image: {class_path: anymal_lit.data.WebDataModule,
+                      init_args: {train_shards: "s3/laion-{000000..000999}.tar", samples_per_epoch: 80000}}
+              audio: {class_path: anymal_lit.data.AudioTextDataModule, init_args: {train_file: audiocaps.jsonl}}
+
     Args:
-        datasets: Name -> data module (e.g. ``image: ImageTextDataModule``, ``audio: AudioTextDataModule``). Each
-            keeps its own files and record settings; batching comes from this module.
+        datasets: Name -> data module (e.g. ``image: ImageTextDataModule``, ``audio: AudioTextDataModule``,
+            ``web: WebDataModule``). Each keeps its own files, shards and record settings; batching comes from this
+            module (a WebDataModule's ``samples_per_epoch`` only sizes the default epoch).
         weights: Name -> sampling weight. Default: balanced (every dataset equally likely per row, whatever its
             size). Use the dataset sizes for size-proportional sampling.
         curriculum: Name -> first epoch the dataset is sampled (default 0 for all): adds modalities over training.
-        samples_per_epoch: Rows per epoch (default: the total size of the datasets).
+        samples_per_epoch: Rows per epoch (default: the total size of the datasets, a WebDataModule counting its
+            ``samples_per_epoch``).
         seed: Seed of the sampling order.
         batch_size: Samples per batch (as :class:`ConversationDataModule`; files and record settings belong to each
             dataset).
@@ -151,6 +171,8 @@ class MixtureDataModule(ConversationDataModule):
         return ConcatDataset(parts)
 
     def train_dataloader(self) -> DataLoader:
+        if any(isinstance(module, WebDataModule) for module in self.datasets.values()):
+            return self.streamed_dataloader()
         names = list(self.datasets)
         data = self._concat("train", names)
         sizes = [len(d) for d in data.datasets]
@@ -177,6 +199,38 @@ class MixtureDataModule(ConversationDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=self.collator(),
             generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def streamed(self) -> StreamedMixture:
+        """The training stream of this process's data-parallel replica (when a dataset is a WebDataModule)."""
+        if self.max_tokens is not None:
+            raise ValueError("max_tokens needs every row's length up front; a mixture with a WebDataModule streams")
+        names, sources, sizes = list(self.datasets), [], []
+        for i, name in enumerate(names):
+            module = self.datasets[name]
+            if isinstance(module, WebDataModule):
+                sources.append(ShardSource(module.stream()))
+                sizes.append(module.samples_per_epoch)
+            elif module.files["train"] is None:
+                raise ValueError(f"dataset {name!r} has no train_file")
+            else:
+                dataset = module.dataset(module.files["train"])
+                sources.append(IndexedSource(dataset, self.seed, key=i))
+                sizes.append(len(dataset))
+        total = self.samples_per_epoch or sum(sizes)
+        replicas, rank = data_parallel_replica(self.trainer)
+        weights, starts = [self.weights[n] for n in names], [self.curriculum[n] for n in names]
+        shares = {n: round(self.weights[n] / sum(self.weights.values()), 3) for n in names}
+        log.info("streamed mixture of %s: sampling shares %s, %d rows per epoch", names, shares, total)
+        return StreamedMixture(sources, weights, starts, total, self.seed, replicas, rank, self.current_epoch(), names)
+
+    def streamed_dataloader(self) -> StatefulDataLoader:
+        return StatefulDataLoader(  # the stream's (epoch, rows served) per worker go into checkpoints
+            self.streamed(),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collator(),
         )
 
     def val_dataloader(self) -> DataLoader | list:
