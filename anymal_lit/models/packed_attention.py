@@ -59,7 +59,9 @@ def use_flex(choice: str, model: nn.Module, embeds: torch.Tensor) -> bool:
     """Whether the packed pass of ``embeds`` runs through flex attention under ``choice``."""
     if choice == "mask" or (choice == "auto" and embeds.device.type != "cuda"):
         return False
-    reason = flex_unavailable(model, embeds.device, torch.is_grad_enabled() and embeds.requires_grad)
+    # LoRA weights make q/k/v need a backward even where the embeddings do not
+    needs_grad = torch.is_grad_enabled() and (embeds.requires_grad or any(p.requires_grad for p in model.parameters()))
+    reason = flex_unavailable(model, embeds.device, needs_grad)
     if reason is None:
         return True
     if choice == "flex" and reason not in _warned:
