@@ -9,6 +9,9 @@ train, LLM and encoders frozen):
 * token utilisation = real tokens / tokens the LLM processes (padding wastes the rest);
 * achieved FLOP/s of a training step (counted by ``torch.utils.flop_counter``) as a fraction of this machine's
   measured fp32 matmul FLOP/s;
+* in one process on the same batches, steps interleaved (so machine load hits all alike): packed vs padded FLOP/s
+  (``packed_vs_padded_flops_ratio``) and a bf16-mixed packed step (``torch.autocast`` bfloat16) vs fp32, with its
+  FLOP/s as a fraction of the measured bf16 matmul peak (``bf16_*``);
 * peak resident memory of each configuration (each runs in its own process);
 * per-rank parameter and optimizer bytes under DDP vs FSDP (2 processes, gloo).
 
@@ -184,8 +187,67 @@ def run_config(
     }
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def compare_steps(world: Path, steps: int, batch_size: int, cache_dir: str, packing_length: int) -> dict:
+    """Padded fp32, packed fp32 and packed bf16-mixed alignment steps on the same cached batches, in this process.
+
+    Each batch runs once per variant counted (``FlopCounterMode``, also the warm-up), then twice timed,
+    the variants interleaved; a variant's time on a batch is its fastest repeat (the least disturbed by load)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from anymal_lit.models.packed_attention import use_flex
+
+    model = build_model(world, packing_length=packing_length)
+    model.requires_grad_(False)
+    model.projectors.requires_grad_(True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)  # lr 0: identical steps
+    data = batches(world, model, cache_dir, batch_size, steps)
+    variants = {
+        "padded_fp32": (None, False),
+        "packed_fp32": (packing_length, False),
+        "packed_bf16": (packing_length, True),
+    }
+
+    def step(batch: dict, variant: str) -> float:
+        model.packing_length, bf16 = variants[variant]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    flops = dict.fromkeys(variants, 0)
+    losses: dict[str, list[float]] = {v: [] for v in variants}
+    for batch in data:
+        for variant in variants:
+            with FlopCounterMode(display=False) as counter:
+                losses[variant].append(step(batch, variant))
+            flops[variant] += counter.get_total_flops()
+    best = {v: [float("inf")] * len(data) for v in variants}
+    for repeat in range(2):
+        for i, batch in enumerate(data):
+            for variant in variants if repeat % 2 == 0 else reversed(variants):
+                start = time.perf_counter()
+                step(batch, variant)
+                best[variant][i] = min(best[variant][i], time.perf_counter() - start)
+    seconds = {v: sum(t) for v, t in best.items()}
+    flex = use_flex(model.packing_attention, model.llm.model, torch.zeros(1, requires_grad=True))
+    rate = {v: flops[v] / seconds[v] for v in variants}
+    fp32, bf16 = sum(losses["packed_fp32"]), sum(losses["packed_bf16"])
+    return {
+        "flops": flops,
+        "seconds": seconds,
+        "flops_per_s": rate,
+        "packed_vs_padded_flops_ratio": rate["packed_fp32"] / rate["padded_fp32"],
+        "packed_vs_padded_step_speedup": seconds["padded_fp32"] / seconds["packed_fp32"],
+        "bf16_step_speedup_vs_fp32": seconds["packed_fp32"] / seconds["packed_bf16"],
+        "bf16_loss_rel_diff": abs(bf16 - fp32) / abs(fp32),
+        "packing_attention": f"{model.packing_attention}: {'flex' if flex else 'mask'}",
+    }
+
+
+def matmul_peak(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
@@ -222,6 +284,10 @@ def main() -> None:
     args = parser.parse_args()
     world = Path(args.world)
     cache_dir = str(Path(args.out) / "feature_cache")
+    if args.config == "compare":
+        result = compare_steps(world, args.steps, args.batch_size, cache_dir, args.packing_length)
+        print("RESULT " + json.dumps(result))
+        return
     if args.config:
         packed, cached, encoders = args.config.split(",")
         result = run_config(
@@ -248,7 +314,17 @@ def main() -> None:
                 configs[f"{packed}_{cached}"] = json.loads(line[len("RESULT ") :])
                 print(f"{encoders} {packed:>6} {cached:>6}: {configs[f'{packed}_{cached}']}", flush=True)
     configs = runs[args.encoders[0]]
+    # the feature cache holds every encoders' features (keyed by encoder): this runs on the first encoders' ones
+    cmd = [
+        sys.executable, __file__, "--world", str(world), "--steps", str(min(args.steps, 4)),
+        "--batch-size", str(args.batch_size), "--out", args.out, "--config", "compare",
+        "--packing-length", str(args.packing_length),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    compare = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
+    print(f"interleaved steps: {compare}", flush=True)
     peak = matmul_peak()
+    bf16_peak = matmul_peak(dtype=torch.bfloat16)
     strategies = strategy_bytes(world)
     best = configs["packed_cached"]
     results = {
@@ -257,6 +333,16 @@ def main() -> None:
         "speedup_packed_cached_vs_padded_live": best["samples_per_s"] / configs["padded_live"]["samples_per_s"],
         "train_flops_fraction_of_matmul_peak": best["achieved_flops_per_s"] / peak,
         "matmul_peak_flops_per_s": peak,
+        "packed_vs_padded_flops_ratio": compare["packed_vs_padded_flops_ratio"],
+        "packed_vs_padded_step_speedup": compare["packed_vs_padded_step_speedup"],
+        "packing_attention": compare["packing_attention"],
+        "bf16_matmul_peak_flops_per_s": bf16_peak,
+        "bf16_vs_fp32_matmul_peak": bf16_peak / peak,
+        "bf16_step_speedup_vs_fp32": compare["bf16_step_speedup_vs_fp32"],
+        "bf16_train_flops_fraction_of_bf16_peak": compare["flops_per_s"]["packed_bf16"] / bf16_peak,
+        "fp32_train_flops_fraction_of_fp32_peak": compare["flops_per_s"]["packed_fp32"] / peak,
+        "bf16_loss_rel_diff": compare["bf16_loss_rel_diff"],
+        "interleaved_steps": compare,
         "fsdp_param_bytes_per_rank_vs_ddp": strategies["fsdp"]["params"] / strategies["ddp"]["params"],
         "fsdp_optimizer_bytes_per_rank_vs_ddp": strategies["fsdp"]["optimizer"] / strategies["ddp"]["optimizer"],
         "strategy_bytes_per_rank": strategies,
@@ -294,6 +380,12 @@ def main() -> None:
         "",
         f"matmul peak: {peak / 1e9:.1f} GFLOP/s; packed+cached step: "
         f"{results['train_flops_fraction_of_matmul_peak']:.1%} of it",
+        f"interleaved on the same batches: packed / padded FLOP/s {results['packed_vs_padded_flops_ratio']:.2f} "
+        f"(step speed-up {results['packed_vs_padded_step_speedup']:.2f}x, packed attention: "
+        f"{results['packing_attention']})",
+        f"bf16-mixed vs fp32 packed step: {results['bf16_step_speedup_vs_fp32']:.2f}x; bf16 matmul peak "
+        f"{bf16_peak / 1e9:.1f} GFLOP/s ({results['bf16_vs_fp32_matmul_peak']:.1f}x fp32), bf16 step at "
+        f"{results['bf16_train_flops_fraction_of_bf16_peak']:.1%} of it",
         f"FSDP / DDP per-rank bytes: parameters {results['fsdp_param_bytes_per_rank_vs_ddp']:.3f}, "
         f"optimizer {results['fsdp_optimizer_bytes_per_rank_vs_ddp']:.3f}",
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from anymal_lit.encoders.base import ModalityEncoder
 from anymal_lit.losses import IGNORE_INDEX, masked_lm_loss
 from anymal_lit.models.batch import Batch
 from anymal_lit.models.causal_lm import CausalLM
+from anymal_lit.models.packed_attention import check_choice, packed_attention
 from anymal_lit.models.packing import PackedInputs, pack_rows
 from anymal_lit.models.padding import attention_mask, pad_rows
 from anymal_lit.projectors.base import Projector
@@ -53,6 +54,10 @@ class AnyMALModel(nn.Module):
         packing_length: Pack the teacher-forced rows of a batch (after media expansion) into sequences of at most
             this many tokens with a block-diagonal causal mask (``anymal_lit.models.packing``); None pads instead.
             The loss is the same either way; packing removes the padding's compute.
+        packing_attention: Attention kernel of packed rows: ``flex`` (FlexAttention with a document block mask; where
+            it cannot run, e.g. a CPU training step, the dense mask with a warning), ``mask`` (the dense 4-D boolean
+            mask through the LLM's own attention) or ``auto`` (flex on CUDA, the mask elsewhere, where it measured
+            faster; see ``anymal_lit.models.packed_attention``).
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class AnyMALModel(nn.Module):
         projectors: dict[str, Projector],
         match_embedding_rms: bool = True,
         packing_length: int | None = None,
+        packing_attention: str = "auto",
     ) -> None:
         super().__init__()
         if set(encoders) != set(projectors):
@@ -90,6 +96,7 @@ class AnyMALModel(nn.Module):
         if packing_length is not None and packing_length > llm.max_length:
             raise ValueError(f"packing_length {packing_length} exceeds the LLM context ({llm.max_length})")
         self.packing_length = packing_length
+        self.packing_attention = check_choice(packing_attention)
 
     @property
     def modalities(self) -> list[str]:
@@ -229,12 +236,17 @@ class AnyMALModel(nn.Module):
         return out
 
     def _logits(self, inputs: SplicedInputs | PackedInputs) -> torch.Tensor:
-        return self.llm(
-            inputs_embeds=inputs.inputs_embeds,
-            attention_mask=inputs.attention_mask,
-            position_ids=inputs.position_ids,
-            use_cache=False,
-        ).logits
+        if isinstance(inputs, PackedInputs):
+            mask, kernel = packed_attention(self.llm.model, inputs, self.packing_attention)
+        else:
+            mask, kernel = inputs.attention_mask, nullcontext()
+        with kernel:
+            return self.llm(
+                inputs_embeds=inputs.inputs_embeds,
+                attention_mask=mask,
+                position_ids=inputs.position_ids,
+                use_cache=False,
+            ).logits
 
     @torch.no_grad()
     def generate(self, batch: Batch, max_new_tokens: int = 32, **generate_kwargs: Any) -> list[str]:

@@ -5,7 +5,8 @@ and text are packed together and lengths are exact. Each packed row gets:
 
 * a 4-D boolean mask ``[R, 1, L, L]``: position i attends to j only if j <= i and both belong to the same sample
   (measured with transformers: position-ids-only packing lets samples attend to each other unless
-  ``use_cache=False``; the explicit mask makes isolation independent of that flag);
+  ``use_cache=False``; the explicit mask makes isolation independent of that flag). It is built from the segments
+  when read, since a flex-attention pass (``anymal_lit.models.packed_attention``) uses a ``BlockMask`` instead;
 * position ids restarting at 0 for every sample, so each sample sees the positions it would see alone;
 * labels whose first position in every sample is ignored, so no sample learns to predict the next one's start.
 
@@ -48,11 +49,10 @@ def plan_packs(lengths: list[int], max_length: int) -> list[list[int]]:
 
 @dataclass
 class PackedInputs:
-    """Packed LLM inputs: ``inputs_embeds`` ``[R, L, D]``, ``attention_mask`` ``[R, 1, L, L]`` (bool),
-    ``position_ids``/``labels``/``segments`` ``[R, L]`` (``segments``: the source row of each token, -1 = padding)."""
+    """Packed LLM inputs: ``inputs_embeds`` ``[R, L, D]``, ``position_ids``/``labels``/``segments`` ``[R, L]``
+    (``segments``: the source row of each token, -1 = padding) and the ``attention_mask`` ``[R, 1, L, L]`` (bool)."""
 
     inputs_embeds: torch.Tensor
-    attention_mask: torch.Tensor
     labels: torch.Tensor | None
     position_ids: torch.Tensor
     segments: torch.Tensor
@@ -60,6 +60,18 @@ class PackedInputs:
     @property
     def real_tokens(self) -> int:
         return int((self.segments >= 0).sum())
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """Block-diagonal causal: position i attends to j <= i of its own sample; padding attends to itself only."""
+        segments = self.segments
+        width = segments.shape[1]
+        same = segments[:, :, None] == segments[:, None, :]
+        causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=segments.device))
+        mask = same & causal & (segments >= 0)[:, :, None]
+        # padding rows attend to themselves only (an all-False row would give NaN softmax in some kernels)
+        eye = torch.eye(width, dtype=torch.bool, device=segments.device)
+        return (mask | (eye & (segments < 0)[:, :, None]))[:, None]
 
 
 def pack_rows(
@@ -89,10 +101,4 @@ def pack_rows(
         for row in rows_l:
             row[:1] = IGNORE_INDEX  # a sample's first token is never predicted from the previous sample's last one
         labels = pad_rows([torch.cat([rows_l[i] for i in pack]) for pack in packs], IGNORE_INDEX, length=width)
-    same = segments[:, :, None] == segments[:, None, :]
-    causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=device))
-    mask = (same & causal & (segments >= 0)[:, :, None])[:, None]
-    # padding rows attend to themselves only (an all-False row would give NaN softmax in some kernels)
-    eye = torch.eye(width, dtype=torch.bool, device=device)
-    mask = mask | (eye & (segments < 0)[:, :, None])[:, None]
-    return PackedInputs(embeds, mask, labels, positions, segments)
+    return PackedInputs(embeds, labels, positions, segments)

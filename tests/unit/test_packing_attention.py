@@ -1,0 +1,56 @@
+"""Packed rows through flex attention (a document BlockMask) or the dense mask: the same logits and loss."""
+
+import pytest
+import torch
+
+from anymal_lit.models import packed_attention
+from tests.conftest import build_random_model
+from tests.unit.test_anymal_model import batch_of
+
+
+def _packed_model():
+    torch.manual_seed(0)
+    model = build_random_model().eval()
+    model.packing_length = 512
+    return model
+
+
+def test_flex_and_mask_give_the_same_packed_logits_and_loss(image_data, monkeypatch):
+    model = _packed_model()
+    batch = batch_of(model, image_data, 4)
+    reason = packed_attention.flex_unavailable(model.llm.model, torch.device("cpu"), needs_grad=False)
+    if reason is not None:
+        pytest.skip(f"flex attention unavailable: {reason}")
+    calls = []
+    block_mask = packed_attention.document_block_mask
+    monkeypatch.setattr(packed_attention, "document_block_mask", lambda s: calls.append(s) or block_mask(s))
+    implementation = model.llm.model.config._attn_implementation
+    with torch.no_grad():  # CPU flex has no backward pass: an evaluation pass
+        model.packing_attention = "mask"
+        masked = model(batch)
+        model.packing_attention = "flex"
+        flexed = model(batch)
+    assert len(calls) == 1  # the flex pass did go through a BlockMask
+    assert model.llm.model.config._attn_implementation == implementation  # restored after the packed pass
+    assert torch.equal(flexed["segments"], masked["segments"]) and masked["logits"].shape[0] < 4
+    real = masked["segments"] >= 0
+    assert torch.allclose(flexed["logits"][real], masked["logits"][real], atol=1e-4)
+    assert flexed["loss"].item() == pytest.approx(masked["loss"].item(), rel=1e-5)
+
+
+def test_auto_uses_the_mask_on_cpu_and_flex_falls_back_where_it_cannot_run(image_data):
+    model = _packed_model()
+    batch = batch_of(model, image_data, 4)
+    embeds = torch.zeros(1, 2, model.llm.hidden_size)
+    assert not packed_attention.use_flex("auto", model.llm.model, embeds)  # measured slower on CPU
+    assert not packed_attention.use_flex("mask", model.llm.model, embeds)
+    model.packing_attention = "mask"
+    masked = model(batch)["loss"]
+    model.packing_attention = "flex"
+    packed_attention._warned.clear()
+    with pytest.warns(UserWarning, match="falls back to the dense mask: FlexAttention has no backward pass on CPU"):
+        flexed = model(batch)["loss"]  # projectors train: a CPU training pass needs a backward
+    flexed.backward()
+    assert flexed.item() == pytest.approx(masked.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="packing_attention must be one of"):
+        packed_attention.check_choice("varlen")
