@@ -49,6 +49,18 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def processors(tiny_world: Path) -> dict:
+    """Media processors of the tiny world's image and IMU encoders (what a data module is bound with)."""
+    from anymal_lit.encoders import IMUEncoder, OpenCLIPImageEncoder
+
+    m = tiny_world / "models"
+    return {
+        "image": OpenCLIPImageEncoder(model_name=f"local-dir:{m / 'tiny-clip'}").media_processor(),
+        "imu": IMUEncoder(pretrained=str(m / "tiny-imu")).media_processor(),
+    }
+
+
+@pytest.fixture(scope="session")
 def tiny_llm_dir(tiny_world: Path) -> Path:
     return tiny_world / "models" / "tiny-lm"
 

@@ -12,22 +12,12 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from anymal_lit.data import ConversationDataModule, MixtureDataModule, WebDataModule, write_shards
 from anymal_lit.data.streamed_mixture import StreamedMixture
-from anymal_lit.encoders import IMUEncoder, OpenCLIPImageEncoder
 
 
 def source_of(record_id: str) -> str:
     """Which child a row came from: caption ids are numbers, instruction ids ``N-qK``, ``N-c``..., interleaved ones
     ``mix-N``."""
     return "mix" if record_id.startswith("mix-") else "sft" if "-" in record_id else "caption"
-
-
-@pytest.fixture(scope="module")
-def processors(tiny_world: Path) -> dict:
-    m = tiny_world / "models"
-    return {
-        "image": OpenCLIPImageEncoder(model_name=f"local-dir:{m / 'tiny-clip'}").media_processor(),
-        "imu": IMUEncoder(pretrained=str(m / "tiny-imu")).media_processor(),
-    }
 
 
 @pytest.fixture(scope="module")

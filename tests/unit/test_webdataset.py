@@ -14,19 +14,9 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from anymal_lit.cli import main
 from anymal_lit.data import ConversationDataModule, RecordError, WebDataModule, write_shards
 from anymal_lit.data.webdataset import shard_record_json
-from anymal_lit.encoders import IMUEncoder, OpenCLIPImageEncoder
 from anymal_lit.stages import AlignmentStage
 from anymal_lit.stages.optimization import OptimizerSettings
 from tests.conftest import build_model
-
-
-@pytest.fixture(scope="module")
-def processors(tiny_world: Path) -> dict:
-    m = tiny_world / "models"
-    return {
-        "image": OpenCLIPImageEncoder(model_name=f"local-dir:{m / 'tiny-clip'}").media_processor(),
-        "imu": IMUEncoder(pretrained=str(m / "tiny-imu")).media_processor(),
-    }
 
 
 def bound(module: ConversationDataModule, tiny_world: Path, processors: dict) -> ConversationDataModule:
