@@ -21,7 +21,6 @@ resumed run continues with exactly the rows the uninterrupted run would have see
 from __future__ import annotations
 
 import itertools
-import math
 import tempfile
 from collections import deque
 from collections.abc import Iterator
@@ -29,10 +28,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset
 
 from anymal_lit.data.collate import Sample
-from anymal_lit.data.webdataset import worker_info
+from anymal_lit.data.webdataset import ReplicaStream, worker_info
 
 
 class Source(Protocol):
@@ -84,7 +83,7 @@ class ShardSource:
         return self.stream.decode(raw, scratch, index)
 
 
-class StreamedMixture(IterableDataset):
+class StreamedMixture(ReplicaStream):
     """Rows drawn from several sources by weight, ``samples_per_epoch`` per epoch over all replicas and workers;
     see the module docstring.
 
@@ -116,12 +115,6 @@ class StreamedMixture(IterableDataset):
         self.samples_per_epoch, self.seed, self.replicas, self.rank = samples_per_epoch, seed, replicas, rank
         self.names = names or [str(i) for i in range(len(sources))]
         self.epoch, self.served, self._resume = first_epoch - 1, 0, False
-
-    def per_worker(self) -> int:
-        return math.ceil(self.samples_per_epoch / (self.replicas * worker_info()[1]))
-
-    def __len__(self) -> int:
-        return math.ceil(self.samples_per_epoch / self.replicas)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "served": self.served}

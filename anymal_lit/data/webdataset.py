@@ -90,7 +90,21 @@ def write_shards(
     return written
 
 
-class ShardStream(IterableDataset):
+class ReplicaStream(IterableDataset):
+    """An epoch of ``samples_per_epoch`` samples split over ``replicas`` data-parallel replicas and their loader
+    workers (the shared sizes of :class:`ShardStream` and the streamed mixture)."""
+
+    samples_per_epoch: int
+    replicas: int
+
+    def per_worker(self) -> int:
+        return math.ceil(self.samples_per_epoch / (self.replicas * worker_info()[1]))
+
+    def __len__(self) -> int:
+        return math.ceil(self.samples_per_epoch / self.replicas)
+
+
+class ShardStream(ReplicaStream):
     """Training samples streamed from resampled tar shards; see the module docstring.
 
     The stream of one (pass, data-parallel replica, loader worker) is a function of those and ``seed`` alone
@@ -129,12 +143,6 @@ class ShardStream(IterableDataset):
         self.skip_bad_records, self.replicas, self.rank = skip_bad_records, replicas, rank
         # passes begun: pass p trains epoch p - 1 (the shard draws are seeded by the pass)
         self.passes, self.served, self._resume = first_epoch, 0, False
-
-    def per_worker(self) -> int:
-        return math.ceil(self.samples_per_epoch / (self.replicas * worker_info()[1]))
-
-    def __len__(self) -> int:
-        return math.ceil(self.samples_per_epoch / self.replicas)
 
     def state_dict(self) -> dict[str, int]:
         return {"passes": self.passes, "served": self.served}
