@@ -15,8 +15,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
-demo: install  ## toy world + tiny models -> alignment -> SFT -> DPO -> runs/demo/scorecard.json
-	$(BIN)/anymal-lit demo
+SEEDS ?= 0
+demo: install  ## toy world + tiny models -> alignment -> SFT -> DPO -> runs/demo/scorecard.json (SEEDS="0 1 2": seed spread)
+	$(BIN)/anymal-lit demo --seeds $(SEEDS)
 
 tiny-lm: install  ## replace the shipped tiny chat LM (anymal_lit/toyworld/assets/tiny-lm) by one trained from scratch by its recipe (~16 CPU min; other weights, see its recipe.json)
 	$(BIN)/anymal-lit tiny-lm --out anymal_lit/toyworld/assets/tiny-lm

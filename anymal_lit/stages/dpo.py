@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from anymal_lit.losses import dpo_loss, sequence_logps
+from anymal_lit.losses import dpo_loss, masked_lm_loss, sequence_logps
 from anymal_lit.models.anymal import AnyMALModel
 from anymal_lit.models.lora import REFERENCE_ADAPTER, LoRASettings
 from anymal_lit.stages.dpo_reference import (
@@ -36,8 +36,10 @@ class DPOStage(SFTStage):
       reference forward at all.
 
     Loss per pair (``anymal_lit.losses.dpo_loss``): ``-(1-eps) log sigma(beta h) - eps log sigma(-beta h)``, with
-    sequence log-probs summed over response tokens. Schedule (the default ``optimizer``): linear warm-up (paper: 20
-    steps), then linear decay to 2/3 of the peak LR (paper: 1e-5).
+    sequence log-probs summed over response tokens; with ``rpo_alpha`` > 0 plus ``rpo_alpha`` times the chosen
+    replies' mean next-token loss (RPO, Pang et al. 2024; TRL's ``rpo_alpha``), which keeps the policy writing the
+    chosen replies while it pushes the rejected ones down. Schedule (the default ``optimizer``): linear warm-up
+    (paper: 20 steps), then linear decay to 2/3 of the peak LR (paper: 1e-5).
 
     Args:
         model: The AnyMAL model.
@@ -51,6 +53,8 @@ class DPOStage(SFTStage):
             projectors keep the perception that alignment and SFT trained).
         neftune_alpha: NEFTune noise on the policy's text embeddings (paper: 10; 0 disables it). The reference
             forward never gets noise: it stands for the SFT model's distribution, not a training sample of it.
+        rpo_alpha: Weight of the chosen replies' next-token loss added to the DPO loss (0, the default and the
+            paper's recipe, leaves plain cDPO).
     """
 
     stage_name = "dpo"
@@ -66,11 +70,14 @@ class DPOStage(SFTStage):
         lora: LoRASettings = LoRASettings(),
         train_projectors: bool = False,
         neftune_alpha: float = 0.0,
+        rpo_alpha: float = 0.0,
     ) -> None:
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
+        if rpo_alpha < 0:
+            raise ValueError(f"rpo_alpha must be >= 0, got {rpo_alpha}")
         super().__init__(model, optimizer, init_from, lora, neftune_alpha, train_projectors)
-        self.beta, self.label_smoothing, self.reference = beta, label_smoothing, reference
+        self.beta, self.label_smoothing, self.reference, self.rpo_alpha = beta, label_smoothing, reference, rpo_alpha
         self.reference_model: DPOReference = (
             FrozenAdapterReference(self.model, copy_projectors=train_projectors)
             if reference == "adapter"
@@ -85,10 +92,17 @@ class DPOStage(SFTStage):
                 param.requires_grad_(False)
 
     def _logps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's summed log-probs of the chosen and the rejected replies."""
+        chosen, rejected, _ = self._scored(batch, nll=False)
+        return chosen, rejected
+
+    def _scored(self, batch: dict[str, Any], nll: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`_logps` and, with ``nll``, the chosen replies' mean next-token loss, from one forward."""
         out = self.model(batch, pack=False)  # per-row sequence log-probs
         logps = sequence_logps(out["logits"], out["labels"])
         n = batch["num_pairs"]
-        return logps[:n], logps[n:]
+        chosen_nll = masked_lm_loss(out["logits"][:n], out["labels"][:n]) if nll else None
+        return logps[:n], logps[n:], chosen_nll
 
     def _reference_logps(self, batch: dict[str, Any], split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         return self.reference_model.logps(self, batch, split)
@@ -102,13 +116,16 @@ class DPOStage(SFTStage):
         if "input_ids" not in batch:  # an all-skipped evaluation batch: the step's forwards, unlogged
             self._zero_weight_step(self.batch_to_evaluate())
             return None
-        policy_c, policy_r = self._logps(batch)
+        policy_c, policy_r, nll = self._scored(batch, nll=self.rpo_alpha > 0)
         ref_c, ref_r = self._reference_logps(batch, split)
         losses, reward_c, reward_r = dpo_loss(policy_c, policy_r, ref_c, ref_r, self.beta, self.label_smoothing)
         loss = losses.mean()
         n = batch["num_pairs"]
         sync = split != "train"
         self.log(f"{split}/dpo_loss", loss, prog_bar=True, batch_size=n, sync_dist=sync)
+        if nll is not None:
+            self.log(f"{split}/nll_chosen", nll, batch_size=n, sync_dist=sync)
+            loss = loss + self.rpo_alpha * nll
         self.log(f"{split}/reward_accuracy", (reward_c > reward_r).float().mean(), batch_size=n, sync_dist=sync)
         self.log(f"{split}/rewards_chosen", reward_c.mean(), batch_size=n, sync_dist=sync)
         self.log(f"{split}/rewards_rejected", reward_r.mean(), batch_size=n, sync_dist=sync)

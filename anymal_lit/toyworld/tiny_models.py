@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerF
 from anymal_lit.losses import IGNORE_INDEX
 from anymal_lit.models.causal_lm import DEFAULT_CHAT_TEMPLATE, DEFAULT_PLACEHOLDERS
 from anymal_lit.models.padding import attention_mask, pad_rows
+from anymal_lit.stages.optimization import OptimizerSettings, lr_multiplier
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def pretrain_lm(
 
     With ``replay`` (pretraining conversations), ``replay_share`` of each batch's rows come from it with every token
     scored, and the loss is the two parts' mean losses weighed by their rows: chat tuning that keeps pretraining's
-    text in view. The learning rate warms up linearly, then follows a cosine down to 10 % of ``lr``.
+    text in view. The learning rate warms up linearly, then follows a cosine down to 10 % of ``lr`` (the stages'
+    schedule, :func:`~anymal_lit.stages.optimization.lr_multiplier`).
     """
     torch.manual_seed(seed)
     model = model if model is not None else AutoModelForCausalLM.from_config(tiny_lm_config(tokenizer))
@@ -133,9 +135,8 @@ def pretrain_lm(
     pad = tokenizer.pad_token_id
     draws = [(rows / batch_size, _batches(ids, starts, rows, pad, rng)) for rows, ids, starts in parts]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup_steps) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps)))
-    )
+    schedule = OptimizerSettings(lr=lr, warmup_steps=warmup_steps, decay="cosine", min_lr_ratio=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, steps, schedule))
     losses, start = [], time.time()
     model.train()
     for step in range(steps):

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from anymal_lit.data import ImageTextDataModule, PreferenceDataModule, RecordError
-from anymal_lit.losses import dpo_loss
+from anymal_lit.losses import IGNORE_INDEX, dpo_loss, sequence_logps
 from anymal_lit.models.lora import REFERENCE_ADAPTER, LoRASettings
 from anymal_lit.stages import AlignmentStage, DPOStage, SFTStage
 from anymal_lit.stages.optimization import OptimizerSettings, lr_multiplier
@@ -207,3 +207,28 @@ def test_dpo_schedule_warms_up_then_decays_linearly_to_two_thirds():
     assert lr_multiplier(19, 120, settings) == pytest.approx(1.0)
     assert lr_multiplier(70, 120, settings) == pytest.approx(1 - (1 / 3) * 0.5)
     assert lr_multiplier(120, 120, settings) == pytest.approx(2 / 3)
+
+
+def test_rpo_alpha_adds_the_chosen_replies_mean_next_token_loss(tmp_path, image_data, sft_export):
+    torch.manual_seed(3)
+    stage = DPOStage(build_random_model(), init_from=str(sft_export), rpo_alpha=0.5)
+    stage.eval()  # no LoRA dropout: the two losses below see the same forward
+    logged = {}
+    stage.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
+    dm = PreferenceDataModule(train_file=str(preference_file(image_data, tmp_path)), batch_size=4, num_workers=0)
+    dm.bind(stage.model.llm.tokenizer, stage.model.media_processors(), stage._placeholders())
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    with torch.no_grad():
+        with_rpo = stage._dpo_step(batch, "val")
+        out = stage.model(batch, pack=False)
+        n = batch["num_pairs"]
+        chosen_labels = out["labels"][:n, 1:]
+        chosen_logps = sequence_logps(out["logits"][:n], out["labels"][:n])
+        mean_token_nll = -chosen_logps.sum() / (chosen_labels != IGNORE_INDEX).sum()
+        stage.rpo_alpha = 0.0
+        plain = stage._dpo_step(batch, "val")
+    assert logged["val/nll_chosen"] == pytest.approx(mean_token_nll.item(), rel=1e-5)
+    assert with_rpo.item() == pytest.approx(plain.item() + 0.5 * mean_token_nll.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="rpo_alpha"):
+        DPOStage(build_random_model(), rpo_alpha=-1.0)
