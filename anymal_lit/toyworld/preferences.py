@@ -37,33 +37,51 @@ def label_pair(samples: list[str], scene: Scene) -> tuple[str | None, str | None
     chosen is its minimal correction (:func:`~anymal_lit.toyworld.shapes.corrected_caption`: the same words with the
     wrong attributes made true, RLHF-V's corrected segments), else the first sample that names exactly the scene's
     objects, all correctly (None if none)."""
-    rejected = complete = None
+    pairs = label_pairs(samples, scene)
+    if pairs:
+        return pairs[0]
+    return None, None
+
+
+def label_pairs(samples: list[str], scene: Scene) -> list[tuple[str | None, str]]:
+    """:func:`label_pair` for every distinct hallucinated sample, in sample order: one (chosen, rejected) each."""
+    complete = next((t for t in samples if _complete(parse_caption(t), scene)), None)
+    pairs, seen = [], set()
     for text in samples:
-        mentions = parse_caption(text)
-        if any(hallucinated(m, scene) for m in mentions):
-            rejected = rejected or text
-        elif len(mentions) == len(scene.objects) and complete is None:
-            complete = text
-    if rejected is not None:
-        fixed = corrected_caption(rejected, scene)
-        if fixed is not None and not any(hallucinated(m, scene) for m in parse_caption(fixed)):
-            return fixed, rejected
-    return complete, rejected
+        if text in seen or not any(hallucinated(m, scene) for m in parse_caption(text)):
+            continue
+        seen.add(text)
+        fixed = corrected_caption(text, scene)
+        if fixed is None or any(hallucinated(m, scene) for m in parse_caption(fixed)):
+            fixed = complete
+        pairs.append((fixed, text))
+    return pairs
 
 
-def onpolicy_preferences(world: str | Path, samples: str | Path, out: str | Path) -> dict[str, float]:
+def _complete(mentions: list[dict[str, str | None]], scene: Scene) -> bool:
+    """The caption names exactly the scene's objects, each correctly."""
+    return len(mentions) == len(scene.objects) and not any(hallucinated(m, scene) for m in mentions)
+
+
+def onpolicy_preferences(
+    world: str | Path, samples: str | Path, out: str | Path, pairs_per_picture: int = 1
+) -> dict[str, float]:
     """Write ``out``: for every picture sampled, its caption pair (the on-policy one where a sample hallucinated,
-    else the world's; see the module doc) and its question-answer pair. Returns ``pairs``, ``onpolicy_pairs``
-    (rejected sampled), ``onpolicy_chosen`` (chosen sampled too) and ``sample_hallucination_output`` (the share of
-    samples with a hallucinated object: the SFT model's CHAIR-s when sampling)."""
+    else the world's; see the module doc) and its question-answer pair; with ``pairs_per_picture`` > 1, up to that
+    many on-policy caption pairs per picture (one per distinct hallucinated sample, ids ``<id>-<k>`` after the
+    first). Returns ``pairs``, ``onpolicy_pairs`` (rejected sampled), ``onpolicy_chosen`` (chosen sampled too) and
+    ``sample_hallucination_output`` (the share of samples with a hallucinated object: the SFT model's CHAIR-s when
+    sampling)."""
+    if pairs_per_picture < 1:
+        raise ValueError(f"pairs_per_picture must be >= 1, got {pairs_per_picture}")
     world = Path(world)
     scenes = {k: Scene.from_dict(v) for k, v in json.loads((world / "image_scenes_train.json").read_text()).items()}
-    sampled: dict[str, tuple[str | None, str | None]] = {}
+    sampled: dict[str, list[tuple[str | None, str]]] = {}
     texts = bad = 0
     for line in Path(samples).open():
         row = json.loads(line)
         scene = scenes[row["id"].removesuffix(CAPTION_PAIR_SUFFIX)]
-        sampled[row["id"]] = label_pair(row["samples"], scene)
+        sampled[row["id"]] = label_pairs(row["samples"], scene)[:pairs_per_picture]
         texts += len(row["samples"])
         bad += sum(any(hallucinated(m, scene) for m in parse_caption(t)) for t in row["samples"])
     pictures = {rid.removesuffix(CAPTION_PAIR_SUFFIX) for rid in sampled}
@@ -72,12 +90,15 @@ def onpolicy_preferences(world: str | Path, samples: str | Path, out: str | Path
         row = json.loads(line)
         if row["id"].rsplit("-", 1)[0] not in pictures:
             continue
-        chosen, rejected = sampled.get(row["id"], (None, None))
-        if rejected is not None:
-            row = {**row, "chosen": chosen or row["chosen"], "rejected": rejected, "source": "sft_sample"}
-            onpolicy += 1
+        labelled = sampled.get(row["id"], [])
+        for k, (chosen, rejected) in enumerate(labelled):
+            rid = row["id"] if k == 0 else f"{row['id']}-{k + 1}"
+            pairs.append({**row, "id": rid, "chosen": chosen or row["chosen"], "rejected": rejected,
+                          "source": "sft_sample"})  # fmt: skip
             chosen_sampled += chosen is not None
-        pairs.append(row)
+        onpolicy += len(labelled)
+        if not labelled:
+            pairs.append(row)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in pairs))

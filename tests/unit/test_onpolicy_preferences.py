@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from anymal_lit.toyworld.preferences import caption_prompts, label_pair, onpolicy_preferences
+from anymal_lit.toyworld.preferences import caption_prompts, label_pair, label_pairs, onpolicy_preferences
 from anymal_lit.toyworld.shapes import Scene, ShapeObject, corrected_caption
 
 SCENE = Scene((ShapeObject("circle", "blue", "large", "left"), ShapeObject("square", "red", "small", "right")))
@@ -25,6 +25,18 @@ def test_label_pair_rejects_a_hallucination_and_chooses_its_minimal_correction()
     invented = "a blue circle, a red square and a white cross"
     assert label_pair([invented, samples[2]], SCENE) == (samples[2], invented)
     assert label_pair([invented], SCENE) == (None, invented)
+
+
+def test_label_pairs_gives_one_pair_per_distinct_hallucinated_sample():
+    complete = "a large blue circle on the left and a little red square on the right"
+    samples = ["a red circle", complete, "a red circle", "a blue circle and a green square", "a blue circle"]
+    assert label_pairs(samples, SCENE) == [
+        ("a blue circle", "a red circle"),  # the repeated sample gives one pair
+        ("a blue circle and a red square", "a blue circle and a green square"),
+    ]
+    invented = "a blue circle, a red square and a white cross"  # no correction: the complete sample is chosen
+    assert label_pairs([invented, complete], SCENE) == [(complete, invented)]
+    assert label_pairs([complete], SCENE) == []
 
 
 def test_corrected_caption_keeps_every_word_that_was_true():
@@ -59,3 +71,20 @@ def test_onpolicy_file_replaces_only_pairs_with_a_hallucinated_sample(image_data
     assert pairs["0-pc"]["source"] == "sft_sample"
     assert pairs["2-pc"] == next(r for r in rows if r["id"] == "2-pc")
     assert stats["pairs"] == 6 and stats["onpolicy_pairs"] == 2 and stats["onpolicy_chosen"] == 2
+
+
+def test_more_pairs_per_picture_keep_the_first_and_add_numbered_ones(image_data, tmp_path):
+    prompts = caption_prompts(image_data, tmp_path / "prompts.jsonl", limit=1)
+    row = json.loads(prompts.read_text())
+    scene = Scene.from_dict(json.loads((image_data / "image_scenes_train.json").read_text())["0"])
+    wrong = [c for c in ("red", "green", "blue", "white") if c not in {o.colour for o in scene.objects}]
+    lies = [f"a {colour} {scene.objects[0].shape}" for colour in wrong[:3]]
+    sampled = tmp_path / "samples.jsonl"
+    sampled.write_text(json.dumps({**row, "samples": lies}) + "\n")
+    one = onpolicy_preferences(image_data, sampled, tmp_path / "one.jsonl")
+    two = onpolicy_preferences(image_data, sampled, tmp_path / "two.jsonl", pairs_per_picture=2)
+    rows = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["0-pc", "0-pc-2", "0-pq"]
+    assert [r["rejected"] for r in rows[:2]] == lies[:2]
+    assert (tmp_path / "one.jsonl").read_text().splitlines()[0] == json.dumps(rows[0])
+    assert (one["onpolicy_pairs"], two["onpolicy_pairs"], two["pairs"]) == (1, 2, 3)
