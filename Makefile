@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint format clean bench bench-eval bench-serve bench-video tiny-lm
+.PHONY: install demo test test-fast lint format clean bench bench-eval bench-serve bench-video bench-merge tiny-lm
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench: install  ## training throughput: packing vs padding, cache vs live, FLOP/
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/token_budget.py
 	$(BIN)/python benchmarks/video_decode.py
+
+bench-merge: install  ## model merging: two SFT adapters (QA only, captions only) and their interpolation scored -> runs/merge/sweep (needs make demo)
+	$(BIN)/python benchmarks/merge_sweep.py
 
 bench-video: install  ## video load time, seek vs full decode, 10-s vs 10-min video -> runs/bench/video_decode.md
 	$(BIN)/python benchmarks/video_decode.py
