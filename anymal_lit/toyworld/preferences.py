@@ -7,11 +7,17 @@ becomes the rejected answer; the chosen one is its minimal correction (the same 
 true, as RLHF-V's corrected segments), else a sample that names every object correctly, else the world's reference
 caption. Rows without a hallucinated sample keep the world's pair, and the question-answer pairs are kept as they are
 (they guard the short answers while DPO works on captions).
+
+Most of what the SFT model gets wrong about a picture of two objects is binding: the right shapes and colours, each
+on the other object. :func:`binding_swap_pairs` writes that error for pictures nobody sampled: the world's caption
+chosen, the same caption with the two objects' shapes or colours swapped rejected.
 """
 
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import replace
 from pathlib import Path
 
 from anymal_lit.toyworld.hallucination import hallucinated
@@ -63,15 +69,48 @@ def _complete(mentions: list[dict[str, str | None]], scene: Scene) -> bool:
     return len(mentions) == len(scene.objects) and not any(hallucinated(m, scene) for m in mentions)
 
 
+def binding_swap_pairs(world: str | Path, skip: set[str], limit: int, seed: int = 0) -> list[dict]:
+    """Caption pairs for up to ``limit`` two-object training pictures not in ``skip`` (picture ids), in the world's
+    order: the world's caption chosen; rejected, the same caption with the objects' shapes or colours (one of the
+    two that differ, drawn with ``seed``) swapped between them, so every word names something in the picture, bound
+    to the wrong object. Ids ``<picture>-pb``, ``source: binding_swap``."""
+    world = Path(world)
+    scenes = {k: Scene.from_dict(v) for k, v in json.loads((world / "image_scenes_train.json").read_text()).items()}
+    rng, pairs = random.Random(seed), []
+    for line in (world / "image_preference_train.jsonl").open():
+        row = json.loads(line)
+        picture = row["id"].removesuffix(CAPTION_PAIR_SUFFIX)
+        if len(pairs) == limit or not row["id"].endswith(CAPTION_PAIR_SUFFIX) or picture in skip:
+            continue
+        scene = scenes[picture]
+        differing = [
+            a
+            for a in ("shape", "colour")
+            if len(scene.objects) == 2 and len({getattr(o, a) for o in scene.objects}) == 2
+        ]
+        if not differing:
+            continue
+        first, second = scene.objects
+        attribute = rng.choice(differing)
+        swapped = Scene((replace(first, **{attribute: getattr(second, attribute)}),
+                         replace(second, **{attribute: getattr(first, attribute)})))  # fmt: skip
+        rejected = corrected_caption(row["chosen"], swapped)
+        if rejected is None or not any(hallucinated(m, scene) for m in parse_caption(rejected)):
+            continue  # the caption does not name the swapped attribute
+        pairs.append({**row, "id": f"{picture}-pb", "rejected": rejected, "source": "binding_swap"})
+    return pairs
+
+
 def onpolicy_preferences(
-    world: str | Path, samples: str | Path, out: str | Path, pairs_per_picture: int = 1
+    world: str | Path, samples: str | Path, out: str | Path, pairs_per_picture: int = 1, binding_swaps: int = 0
 ) -> dict[str, float]:
     """Write ``out``: for every picture sampled, its caption pair (the on-policy one where a sample hallucinated,
     else the world's; see the module doc) and its question-answer pair; with ``pairs_per_picture`` > 1, up to that
     many on-policy caption pairs per picture (one per distinct hallucinated sample, ids ``<id>-<k>`` after the
-    first). Returns ``pairs``, ``onpolicy_pairs`` (rejected sampled), ``onpolicy_chosen`` (chosen sampled too) and
-    ``sample_hallucination_output`` (the share of samples with a hallucinated object: the SFT model's CHAIR-s when
-    sampling)."""
+    first); with ``binding_swaps``, that many :func:`binding_swap_pairs` of pictures not sampled after them. Returns
+    ``pairs``, ``onpolicy_pairs`` (rejected sampled), ``onpolicy_chosen`` (chosen sampled too), ``binding_swap_pairs``
+    and ``sample_hallucination_output`` (the share of samples with a hallucinated object: the SFT model's CHAIR-s
+    when sampling)."""
     if pairs_per_picture < 1:
         raise ValueError(f"pairs_per_picture must be >= 1, got {pairs_per_picture}")
     world = Path(world)
@@ -99,6 +138,8 @@ def onpolicy_preferences(
         onpolicy += len(labelled)
         if not labelled:
             pairs.append(row)
+    swaps = binding_swap_pairs(world, pictures, binding_swaps) if binding_swaps else []
+    pairs += swaps
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in pairs))
@@ -106,5 +147,6 @@ def onpolicy_preferences(
         "pairs": len(pairs),
         "onpolicy_pairs": onpolicy,
         "onpolicy_chosen": chosen_sampled,
+        "binding_swap_pairs": len(swaps),
         "sample_hallucination_output": bad / max(1, texts),
     }

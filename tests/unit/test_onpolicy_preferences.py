@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 
-from anymal_lit.toyworld.preferences import caption_prompts, label_pair, label_pairs, onpolicy_preferences
-from anymal_lit.toyworld.shapes import Scene, ShapeObject, corrected_caption
+from anymal_lit.toyworld.hallucination import hallucinated
+from anymal_lit.toyworld.preferences import (
+    binding_swap_pairs,
+    caption_prompts,
+    label_pair,
+    label_pairs,
+    onpolicy_preferences,
+)
+from anymal_lit.toyworld.shapes import Scene, ShapeObject, corrected_caption, parse_caption
 
 SCENE = Scene((ShapeObject("circle", "blue", "large", "left"), ShapeObject("square", "red", "small", "right")))
 
@@ -88,3 +95,30 @@ def test_more_pairs_per_picture_keep_the_first_and_add_numbered_ones(image_data,
     assert [r["rejected"] for r in rows[:2]] == lies[:2]
     assert (tmp_path / "one.jsonl").read_text().splitlines()[0] == json.dumps(rows[0])
     assert (one["onpolicy_pairs"], two["onpolicy_pairs"], two["pairs"]) == (1, 2, 3)
+
+
+def test_binding_swaps_name_only_what_is_there_bound_to_the_wrong_object(image_data, tmp_path):
+    scenes = {
+        k: Scene.from_dict(v) for k, v in json.loads((image_data / "image_scenes_train.json").read_text()).items()
+    }
+    world_captions = {
+        r["id"]: r["chosen"] for r in map(json.loads, (image_data / "image_preference_train.jsonl").open())
+    }
+    pairs = binding_swap_pairs(image_data, skip={"0", "1"}, limit=5)
+    assert len(pairs) == 5 and all(p["source"] == "binding_swap" for p in pairs)
+    for pair in pairs:
+        picture = pair["id"].removesuffix("-pb")
+        scene = scenes[picture]
+        assert picture not in {"0", "1"} and len(scene.objects) == 2
+        assert pair["chosen"] == world_captions[f"{picture}-pc"]
+        rejected = parse_caption(pair["rejected"])
+        assert len(rejected) == 2 and any(hallucinated(m, scene) for m in rejected)
+        chosen = parse_caption(pair["chosen"])
+        for attribute in ("shape", "colour"):  # the same words, each object's on the other: only the binding is wrong
+            assert sorted(str(m[attribute]) for m in rejected) == sorted(str(m[attribute]) for m in chosen)
+    prompts = caption_prompts(image_data, tmp_path / "prompts.jsonl", limit=2)
+    sampled = tmp_path / "samples.jsonl"
+    sampled.write_text("".join(json.dumps({**json.loads(line), "samples": [""]}) + "\n" for line in prompts.open()))
+    stats = onpolicy_preferences(image_data, sampled, tmp_path / "pairs.jsonl", binding_swaps=5)
+    rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert rows[4:] == pairs and stats["binding_swap_pairs"] == 5 and stats["pairs"] == 9
