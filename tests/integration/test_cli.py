@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from anymal_lit.toyworld.preferences import caption_prompts, onpolicy_preferences
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli_session
 from tests.integration.tensorboard_server import tensorboard
 
 pytestmark = pytest.mark.integration
@@ -225,34 +225,29 @@ def test_list_shows_components_and_presets(workdir):
 
 
 def test_three_stage_chain_through_the_cli(workdir):
-    """align (4 modalities) -> SFT -> DPO, each loading the previous stage's export (short runs on the mini world)."""
+    """align (4 modalities) -> SFT -> DPO, each loading the previous stage's export (short runs on the mini world);
+    align, SFT and the sampling of on-policy pairs run in one process (as ``anymal-lit demo`` runs them), DPO in a
+    fresh one."""
     quick = ["--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"]
-    for name, steps in (("align", "2"), ("sft", "2"), ("dpo", "2")):
+
+    def fit(name: str) -> list[str]:
         yaml = str(REPO / "experiments" / "demo" / f"{name}.yaml")
-        if name == "dpo":  # the demo's on-policy pairs: the SFT model's sampled captions, labelled by the world
-            prompts = caption_prompts(workdir / "runs/toyworld", workdir / "runs/demo/prompts.jsonl", limit=4)
-            samples = workdir / "runs/demo/samples.jsonl"
-            sft_export = "runs/demo/sft/checkpoints/export"
-            cli("sample", "--model", sft_export, "--data", str(prompts), "--media-root", "runs/toyworld",
-                "--out", str(samples), "--num-samples", "3", "--max-new-tokens", "8", cwd=workdir)  # fmt: skip
-            rows = [json.loads(line) for line in samples.read_text().splitlines()]
-            assert len(rows) == 4 and all(len(r["samples"]) == 3 for r in rows)
-            stats = onpolicy_preferences(
-                workdir / "runs/toyworld", samples, workdir / "runs/demo/preference_train.jsonl"
-            )
-            assert stats["pairs"] == 8  # each picture's caption and question pairs
-        cli(
-            "fit",
-            "-c",
-            yaml,
-            "--trainer.max_steps",
-            steps,
-            "--model.init_args.optimizer.warmup_steps",
-            "1",
-            *quick,
-            cwd=workdir,
-        )
+        return ["fit", "-c", yaml, "--trainer.max_steps", "2", "--model.init_args.optimizer.warmup_steps", "1", *quick]
+
+    # the demo's on-policy pairs: the SFT model's sampled captions, labelled by the world
+    prompts = caption_prompts(workdir / "runs/toyworld", workdir / "runs/demo/prompts.jsonl", limit=4)
+    samples = workdir / "runs/demo/samples.jsonl"
+    sample = ["sample", "--model", "runs/demo/sft/checkpoints/export", "--data", str(prompts), "--media-root",
+              "runs/toyworld", "--out", str(samples), "--num-samples", "3", "--max-new-tokens", "8"]  # fmt: skip
+    run_cli_session(fit("align"), fit("sft"), sample, cwd=workdir)
+    for name in ("align", "sft"):
         assert (workdir / f"runs/demo/{name}/checkpoints/export/trainable.safetensors").is_file()
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert len(rows) == 4 and all(len(r["samples"]) == 3 for r in rows)
+    stats = onpolicy_preferences(workdir / "runs/toyworld", samples, workdir / "runs/demo/preference_train.jsonl")
+    assert stats["pairs"] == 8  # each picture's caption and question pairs
+    cli(*fit("dpo"), cwd=workdir)
+    assert (workdir / "runs/demo/dpo/checkpoints/export/trainable.safetensors").is_file()
     card = json.loads((workdir / "runs/demo/scorecard.json").read_text())["stages"]
     for modality in ("image", "audio", "video", "imu"):  # one alignment run, all four modalities
         assert {"cider_before", "cider"} <= set(card["align"][f"{modality}_caption"])
