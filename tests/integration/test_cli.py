@@ -34,6 +34,20 @@ def workdir(tmp_path, tiny_world):
     return tmp_path
 
 
+def without_meteor(yaml: str, folder: Path) -> list[str]:
+    """``-c <file>`` giving ``yaml``'s own callbacks with METEOR off in its caption evaluations (a Java start of ~10
+    CPU seconds each, for a score the test does not check; test_fit_then_validate checks it)."""
+    import yaml as pyyaml
+
+    callbacks = pyyaml.safe_load(Path(yaml).read_text())["trainer"]["callbacks"]
+    for callback in callbacks:
+        if callback["class_path"].endswith(".CaptionEvalCallback"):
+            callback["init_args"]["with_meteor"] = False
+    override = folder / f"{Path(yaml).stem}_without_meteor.yaml"
+    override.write_text(pyyaml.safe_dump({"trainer": {"callbacks": callbacks}}))
+    return ["-c", str(override)]
+
+
 def test_fit_then_validate_through_the_cli(workdir):
     yaml = str(REPO / "experiments" / "demo" / "align_image.yaml")
     short = [
@@ -56,7 +70,7 @@ def test_fit_then_validate_through_the_cli(workdir):
     assert events, "TensorBoard logs are written"
 
     (workdir / "runs/demo/scorecard.json").unlink()
-    cli("validate", "-c", yaml, "--ckpt_path", str(ckpt_dir / "last.ckpt"), cwd=workdir)
+    cli("validate", "-c", yaml, *without_meteor(yaml, workdir), "--ckpt_path", str(ckpt_dir / "last.ckpt"), cwd=workdir)
     validated = json.loads((workdir / "runs/demo/scorecard.json").read_text())["stages"]["align"]["image_caption"]
     assert validated["cider"] == pytest.approx(caption["cider"], abs=1e-9)  # same weights, same greedy captions
 
@@ -232,7 +246,8 @@ def test_three_stage_chain_through_the_cli(workdir):
 
     def fit(name: str) -> list[str]:
         yaml = str(REPO / "experiments" / "demo" / f"{name}.yaml")
-        return ["fit", "-c", yaml, "--trainer.max_steps", "2", "--model.init_args.optimizer.warmup_steps", "1", *quick]
+        short = ["--trainer.max_steps", "2", "--model.init_args.optimizer.warmup_steps", "1", *quick]
+        return ["fit", "-c", yaml, *without_meteor(yaml, workdir), *short]
 
     # the demo's on-policy pairs: the SFT model's sampled captions, labelled by the world
     prompts = caption_prompts(workdir / "runs/toyworld", workdir / "runs/demo/prompts.jsonl", limit=4)
