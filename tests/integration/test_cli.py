@@ -35,8 +35,8 @@ def workdir(tmp_path, tiny_world):
 
 
 def without_meteor(yaml: str, folder: Path) -> list[str]:
-    """``-c <file>`` giving ``yaml``'s own callbacks with METEOR off in its caption evaluations (a Java start of ~10
-    CPU seconds each, for a score the test does not check; test_fit_then_validate checks it)."""
+    """``-c <file>`` giving ``yaml``'s own callbacks with METEOR off in its caption evaluations (each starts a Java
+    process that loads METEOR's tables, for a score the caller does not check; test_fit_then_validate's fit does)."""
     import yaml as pyyaml
 
     callbacks = pyyaml.safe_load(Path(yaml).read_text())["trainer"]["callbacks"]
