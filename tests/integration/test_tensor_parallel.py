@@ -24,7 +24,7 @@ def launch(tmp_path, processes: int, jobs: dict[str, dict]) -> dict[str, dict]:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     cmd = [*(launcher if processes > 1 else [sys.executable]), SCRIPT, str(jobs_file)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300 + 120 * len(jobs))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600 + 120 * (len(jobs) - 1))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in jobs}
 
