@@ -220,10 +220,10 @@ SESSION = "import json, sys\nfrom anymal_lit.cli import main\nfor argv in json.l
 """Several ``anymal-lit`` commands, each through the command's entry point, one after another in one process."""
 
 
-def run_cli_session(*commands: list[str], cwd: Path, timeout: int = 900):
+def run_cli_session(*commands: list[str], cwd: Path, timeout_each: int = 600):
     """``anymal-lit <args>`` for each of ``commands`` in turn, in one process started in ``cwd`` (as ``anymal-lit
-    demo`` runs its stages: one start-up and one round of imports, ~10 s on 2 cores, for all); fails the test with
-    the output on a non-zero exit."""
+    demo`` runs its stages: one start-up and one round of imports, ~10 s on 2 cores, for all), ``timeout_each``
+    seconds per command; fails the test with the output on a non-zero exit."""
     import json
     import subprocess
     import sys
@@ -231,7 +231,7 @@ def run_cli_session(*commands: list[str], cwd: Path, timeout: int = 900):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-c", SESSION, json.dumps(list(commands))], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout,
+        timeout=timeout_each * len(commands),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
