@@ -216,11 +216,32 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600):
     return proc
 
 
+SESSION = "import json, sys\nfrom anymal_lit.cli import main\nfor argv in json.loads(sys.argv[1]):\n    main(argv)"
+"""Several ``anymal-lit`` commands, each through the command's entry point, one after another in one process."""
+
+
+def run_cli_session(*commands: list[str], cwd: Path, timeout_each: int = 600):
+    """``anymal-lit <args>`` for each of ``commands`` in turn, in one process started in ``cwd`` (as ``anymal-lit
+    demo`` runs its stages: one start-up and one round of imports, ~10 s on 2 cores, for all), ``timeout_each``
+    seconds per command; fails the test with the output on a non-zero exit."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", SESSION, json.dumps(list(commands))], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout_each * len(commands),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
 @pytest.fixture(scope="session")
 def trained_exports(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) -> dict[str, Path]:
-    """Exports of a short SFT run (4 modalities, from fresh projectors) and of DPO after it, made by the real CLI on
-    the demo YAMLs with the kit's shipped tiny chat LM (it answers, where the few-step test LM says nothing);
-    ``workdir`` is the folder they ran in (``runs/toyworld`` links to the tiny world)."""
+    """Exports of a short SFT run (4 modalities, from fresh projectors) and of DPO after it, made by the real CLI (one
+    process for both) on the demo YAMLs with the kit's shipped tiny chat LM (it answers, where the few-step test LM
+    says nothing); ``workdir`` is the folder they ran in (``runs/toyworld`` links to the tiny world)."""
     workdir = tmp_path_factory.mktemp("trained")
     (workdir / "runs").mkdir()
     (workdir / "runs" / "toyworld").symlink_to(tiny_world)
@@ -228,12 +249,17 @@ def trained_exports(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) 
              "--model.init_args.optimizer.warmup_steps", "1",
              "--model.init_args.model.init_args.llm.init_args.pretrained",
              str(REPO / "anymal_lit" / "toyworld" / "assets" / "tiny-lm")]  # fmt: skip
-    sft = REPO / "experiments" / "demo" / "sft.yaml"
-    run_cli("fit", "-c", str(sft), *quick, "--model.init_args.init_from", "null", cwd=workdir)
-    (sft_export,) = (workdir / "runs" / "demo" / "sft").rglob("export/export.json")
-    dpo = REPO / "experiments" / "demo" / "dpo.yaml"
+    sft, dpo = (str(REPO / "experiments" / "demo" / f"{name}.yaml") for name in ("sft", "dpo"))
     pairs = ["--data.init_args.train_file", "runs/toyworld/image_preference_train.jsonl"]  # the world's own pairs
-    run_cli("fit", "-c", str(dpo), *quick, *pairs, "--model.init_args.init_from", str(sft_export.parent), cwd=workdir)
+    # without the YAML's callbacks the checkpoints (and the export beside them) go to the logger's first version
+    export = "runs/demo/sft/tensorboard/version_0/checkpoints/export"
+    run_cli_session(
+        ["fit", "-c", sft, *quick, "--model.init_args.init_from", "null"],
+        ["fit", "-c", dpo, *quick, *pairs, "--model.init_args.init_from", export],
+        cwd=workdir,
+    )
+    (sft_export,) = (workdir / "runs" / "demo" / "sft").rglob("export/export.json")
+    assert sft_export.parent == workdir / export, sft_export  # the export DPO started from
     (dpo_export,) = (workdir / "runs" / "demo" / "dpo").rglob("export/export.json")
     return {"sft": sft_export.parent, "dpo": dpo_export.parent, "workdir": workdir}
 

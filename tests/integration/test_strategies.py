@@ -42,11 +42,15 @@ def train(world, tmp_path, jobs: list[dict]) -> dict[str, dict]:
     return results
 
 
-def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(tiny_world, tmp_path):
+@pytest.fixture(scope="module")
+def shared(tiny_world, tmp_path_factory) -> tuple[Path, dict[str, dict]]:
+    """(folder, results by name) of the runs that need no DeepSpeed, all in one launch: the first test's and the
+    DeepSpeed test's DDP reference (in file order)."""
+    tmp_path = tmp_path_factory.mktemp("strategies")
     # killed mid-epoch and resumed from the last checkpoint (8 steps per epoch): FSDP during step 6 of epoch 0, DDP
     # during step 10 of epoch 1; a weighted mixture (4 steps per epoch) killed during step 7 (epoch 1)
     last = lambda name: str(tmp_path / f"{name}_ckpt" / "last.ckpt")  # noqa: E731
-    runs = train(tiny_world, tmp_path, [
+    return tmp_path, train(tiny_world, tmp_path, [
         job(tmp_path, "ddp", "ddp"),
         job(tmp_path, "fsdp", "fsdp"),
         job(tmp_path, "cut_fsdp", "fsdp", stop_at=6),
@@ -56,7 +60,12 @@ def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(tiny_world, t
         job(tmp_path, "mix", "ddp", steps=9, mixture=True),
         job(tmp_path, "cut_mix", "ddp", steps=9, mixture=True, stop_at=7),
         job(tmp_path, "resumed_mix", "ddp", steps=9, mixture=True, ckpt="cut_mix", resume=last("cut_mix")),
+        job(tmp_path, "ddp_fixed", "ddp", no_shuffle=True),
     ])  # fmt: skip
+
+
+def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(shared):
+    tmp_path, runs = shared
     ddp, fsdp = runs["ddp"], runs["fsdp"]
     assert sorted(ddp["losses"]) == sorted(fsdp["losses"]) == list(range(1, 13))
     for step, loss in ddp["losses"].items():
@@ -86,19 +95,19 @@ def test_fsdp_matches_ddp_halves_memory_and_checkpoints_round_trip(tiny_world, t
     assert state["state_dict"] and all(k.startswith("model.projectors.") for k in state["state_dict"])
 
 
-def test_deepspeed_zero3_matches_ddp_and_resumes(tiny_world, tmp_path):
+def test_deepspeed_zero3_matches_ddp_and_resumes(tiny_world, shared):
     """DeepSpeed ZeRO-3 on CPU (the CPU-only subclass): DDP's losses on the same batches, half the bytes per rank;
     killed in epoch 1 and resumed from its DeepSpeed checkpoint (trainable tensors + optimizer partitions)."""
+    tmp_path, ddp_runs = shared  # DDP on the same batches in file order: "ddp_fixed"
     last = str(tmp_path / "cut_zero3_ckpt" / "last.ckpt")
     jobs = [
-        job(tmp_path, "ddp_fixed", "ddp", no_shuffle=True),
         job(tmp_path, "zero3", "zero3", no_shuffle=True),
         job(tmp_path, "cut_zero3", "zero3", no_shuffle=True, stop_at=10),
         job(tmp_path, "resumed_zero3", "zero3", no_shuffle=True, ckpt="cut_zero3", resume=last),
     ]
     # one launch each: DeepSpeed runs sharing a process group with another run hung (>15 min) where alone they pass
     runs = {name: result for spec in jobs for name, result in train(tiny_world, tmp_path, [spec]).items()}
-    ddp_fixed, zero3, again = runs["ddp_fixed"], runs["zero3"], runs["resumed_zero3"]
+    ddp_fixed, zero3, again = ddp_runs["ddp_fixed"], runs["zero3"], runs["resumed_zero3"]
     for step, loss in ddp_fixed["losses"].items():
         assert zero3["losses"][step] == pytest.approx(loss, rel=1e-4), step
     assert max(runs["cut_zero3"]["losses"]) == 10 and sorted(again["losses"]) == [10, 11, 12]
