@@ -128,8 +128,8 @@ def random_llm(hidden_size: int = 64, num_hidden_layers: int = 2, **config):
 
 
 def random_clip_config(width: int = 32, layers: int = 2, image_size: int = 64) -> str:
-    """An open_clip architecture JSON (in a temporary folder) for a random tiny CLIP (16-px patches: 16 tokens per
-    64-px tile)."""
+    """An open_clip architecture JSON (in the temporary folder, one file per architecture, rewritten in place rather
+    than a new folder per call) for a random tiny CLIP (16-px patches: 16 tokens per 64-px tile)."""
     import json
     import tempfile
 
@@ -138,8 +138,9 @@ def random_clip_config(width: int = 32, layers: int = 2, image_size: int = 64) -
         "vision_cfg": {"image_size": image_size, "patch_size": 16, "width": width, "layers": layers, "head_width": 16},
         "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1},
     }
-    path = Path(tempfile.mkdtemp(prefix="anymal-lit-test-clip-")) / "random_clip.json"
-    path.write_text(json.dumps(cfg))
+    path = Path(tempfile.gettempdir()) / f"anymal-lit-test-clip-{width}w-{layers}l-{image_size}px.json"
+    if not path.is_file() or path.read_text() != json.dumps(cfg):
+        path.write_text(json.dumps(cfg))
     return str(path)
 
 
