@@ -51,10 +51,11 @@ def label_pair(samples: list[str], scene: Scene) -> tuple[str | None, str | None
 
 def label_pairs(samples: list[str], scene: Scene) -> list[tuple[str | None, str]]:
     """:func:`label_pair` for every distinct hallucinated sample, in sample order: one (chosen, rejected) each."""
-    complete = next((t for t in samples if _complete(parse_caption(t), scene)), None)
+    parsed = [(text, parse_caption(text)) for text in samples]
+    complete = next((text for text, mentions in parsed if _complete(mentions, scene)), None)
     pairs, seen = [], set()
-    for text in samples:
-        if text in seen or not any(hallucinated(m, scene) for m in parse_caption(text)):
+    for text, mentions in parsed:
+        if text in seen or not any(hallucinated(m, scene) for m in mentions):
             continue
         seen.add(text)
         fixed = corrected_caption(text, scene)
@@ -83,14 +84,12 @@ def binding_swap_pairs(world: str | Path, skip: set[str], limit: int, seed: int 
         if len(pairs) == limit or not row["id"].endswith(CAPTION_PAIR_SUFFIX) or picture in skip:
             continue
         scene = scenes[picture]
-        differing = [
-            a
-            for a in ("shape", "colour")
-            if len(scene.objects) == 2 and len({getattr(o, a) for o in scene.objects}) == 2
-        ]
-        if not differing:
+        if len(scene.objects) != 2:
             continue
         first, second = scene.objects
+        differing = [a for a in ("shape", "colour") if getattr(first, a) != getattr(second, a)]
+        if not differing:
+            continue
         attribute = rng.choice(differing)
         swapped = Scene((replace(first, **{attribute: getattr(second, attribute)}),
                          replace(second, **{attribute: getattr(first, attribute)})))  # fmt: skip
