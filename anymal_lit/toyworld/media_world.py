@@ -185,7 +185,7 @@ def write_interleaved(root: Path, image_rows: dict[str, list], imu_rows: dict[st
             scene = shapes.Scene.from_dict(scenes[image_row["id"]])
             obj = scene.objects[int(rng.integers(len(scene.objects)))]
             motion = signals.Motion(**motions[imu_row["id"]], seconds=0.0)
-            doing = signals.imu_caption(motion, rng, template=0)
+            doing = signals.imu_phrase(motion, rng)
             rows.append(
                 {
                     "id": f"mix-{i}",

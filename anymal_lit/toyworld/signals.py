@@ -47,10 +47,13 @@ def attribute_accuracy(
 # --- sounds ---------------------------------------------------------------------------------------------------
 
 SOUND_KINDS = {"beep": ("beep", "beeps"), "chirp": ("chirp", "chirps"), "noise": ("burst of noise", "bursts of noise")}
-PITCH_WORDS = {"low": ("low", "deep"), "high": ("high", "shrill")}
+# One wording per value in the captions (the scorers' vocabularies also accept paraphrases): with two, a caption
+# right in every attribute scored CIDEr 2.1-4.4 against five references in mixed wordings, around the 3x
+# constant-caption bar, so whether a run met it depended on the wording the model settled on, not on what it said.
+PITCH_WORDS = {"low": ("low",), "high": ("high",)}
 SOUND_VOCAB = {
     "kind": {"beep": ("beep", "beeps"), "chirp": ("chirp", "chirps"), "noise": ("noise",)},
-    "pitch": PITCH_WORDS,
+    "pitch": {"low": ("low", "deep"), "high": ("high", "shrill")},
     "count": {str(n): (w,) for n, w in COUNT_WORDS.items()},
 }
 
@@ -119,16 +122,18 @@ ACTIVITIES = {
     "cycling": (1.2, 0.8, 2.0, 1.2),
     "jumping": (1.0, 14.0, 0.5, 0.4),
 }
-ACTIVITY_WORDS = {
-    "still": ("standing still", "not moving"),
+ACTIVITY_WORDS = {  # one wording per value, as PITCH_WORDS
+    "still": ("standing still",),
     "walking": ("walking",),
     "running": ("running",),
-    "cycling": ("cycling", "riding a bike"),
+    "cycling": ("cycling",),
     "jumping": ("jumping",),
 }
 PACE = {"slowly": (0.75, 0.8), "quickly": (1.3, 1.2)}  # frequency and amplitude factors
-PACE_WORDS = {"slowly": ("slowly", "at an easy pace"), "quickly": ("quickly", "at a fast pace")}
-IMU_TEMPLATES = ("{p}", "the person is {p}", "someone is {p}", "i am {p}", "the wearer is {p}")
+PACE_WORDS = {"slowly": ("slowly",), "quickly": ("quickly",)}
+# no bare "{p}": "cycling quickly" alone scored CIDEr 4.16 against a 3x constant-caption bar of 4.30 (CIDEr-D's length
+# penalty on a two-word caption), every sentence 5.0-6.0
+IMU_TEMPLATES = ("they are {p}", "the person is {p}", "someone is {p}", "i am {p}", "the wearer is {p}")
 IMU_VOCAB = {
     "activity": {
         "still": ("still", "moving"),
@@ -176,11 +181,16 @@ def synthesize_imu(motion: Motion, rng: np.random.Generator, rate: float = 50.0)
     return trace.astype(np.float32)
 
 
-def imu_caption(motion: Motion, rng: np.random.Generator, template: int | None = None) -> str:
+def imu_phrase(motion: Motion, rng: np.random.Generator) -> str:
+    """What the wearer is doing, e.g. "cycling quickly" (the words of an IMU caption or an interleaved answer)."""
     phrase = _words(ACTIVITY_WORDS, motion.activity, rng)
     if motion.pace != "none":
         phrase += f" {_words(PACE_WORDS, motion.pace, rng)}"
-    return _template(IMU_TEMPLATES, phrase, rng, template)
+    return phrase
+
+
+def imu_caption(motion: Motion, rng: np.random.Generator, template: int | None = None) -> str:
+    return _template(IMU_TEMPLATES, imu_phrase(motion, rng), rng, template)
 
 
 # --- videos of moving shapes ----------------------------------------------------------------------------------
