@@ -10,8 +10,11 @@ train, LLM and encoders frozen):
 * achieved FLOP/s of a training step (counted by ``torch.utils.flop_counter``) as a fraction of this machine's
   measured fp32 matmul FLOP/s;
 * in one process on the same batches, steps interleaved (so machine load hits all alike): packed vs padded FLOP/s
-  (``packed_vs_padded_flops_ratio``) and a bf16-mixed packed step (``torch.autocast`` bfloat16) vs fp32, with its
-  FLOP/s as a fraction of the measured bf16 matmul peak (``bf16_*``);
+  (``packed_vs_padded_flops_ratio``, packed attention as ``auto`` chooses: per-sample SDPA on CPU;
+  ``packed_mask_vs_padded_flops_ratio`` with the dense block-diagonal mask instead) and a bf16-mixed packed step
+  (``torch.autocast`` bfloat16) vs fp32, with its FLOP/s as a fraction of the measured bf16 matmul peak (``bf16_*``).
+  FLOPs are what ``torch.utils.flop_counter`` counts: its registry has no formula for CPU flash attention, so on CPU
+  they are the matmuls outside attention, the same work in every variant per real token;
 * peak resident memory of each configuration (each runs in its own process);
 * per-rank parameter and optimizer bytes under DDP vs FSDP (2 processes, gloo).
 
@@ -188,7 +191,8 @@ def run_config(
 
 
 def compare_steps(world: Path, steps: int, batch_size: int, cache_dir: str, packing_length: int) -> dict:
-    """Padded fp32, packed fp32 and packed bf16-mixed alignment steps on the same cached batches, in this process.
+    """Padded fp32, packed fp32 (per-sample attention and dense mask) and packed bf16-mixed alignment steps on the
+    same cached batches, in this process.
 
     Each batch runs once per variant counted (``FlopCounterMode``, also the warm-up), then twice timed,
     the variants interleaved; a variant's time on a batch is its fastest repeat (the least disturbed by load)."""
@@ -201,14 +205,15 @@ def compare_steps(world: Path, steps: int, batch_size: int, cache_dir: str, pack
     model.projectors.requires_grad_(True)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)  # lr 0: identical steps
     data = batches(world, model, cache_dir, batch_size, steps)
-    variants = {
-        "padded_fp32": (None, False),
-        "packed_fp32": (packing_length, False),
-        "packed_bf16": (packing_length, True),
+    variants = {  # packing length, packed attention, bf16-mixed
+        "padded_fp32": (None, "auto", False),
+        "packed_fp32": (packing_length, "auto", False),
+        "packed_mask_fp32": (packing_length, "mask", False),
+        "packed_bf16": (packing_length, "auto", True),
     }
 
     def step(batch: dict, variant: str) -> float:
-        model.packing_length, bf16 = variants[variant]
+        model.packing_length, model.packing_attention, bf16 = variants[variant]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model(batch)["loss"]
         opt.zero_grad(set_to_none=True)
@@ -231,6 +236,7 @@ def compare_steps(world: Path, steps: int, batch_size: int, cache_dir: str, pack
                 step(batch, variant)
                 best[variant][i] = min(best[variant][i], time.perf_counter() - start)
     seconds = {v: sum(t) for v, t in best.items()}
+    model.packing_attention = "auto"
     flex = use_flex(model.packing_attention, model.llm.model, torch.zeros(1, requires_grad=True))
     rate = {v: flops[v] / seconds[v] for v in variants}
     fp32, bf16 = sum(losses["packed_fp32"]), sum(losses["packed_bf16"])
@@ -239,10 +245,11 @@ def compare_steps(world: Path, steps: int, batch_size: int, cache_dir: str, pack
         "seconds": seconds,
         "flops_per_s": rate,
         "packed_vs_padded_flops_ratio": rate["packed_fp32"] / rate["padded_fp32"],
+        "packed_mask_vs_padded_flops_ratio": rate["packed_mask_fp32"] / rate["padded_fp32"],
         "packed_vs_padded_step_speedup": seconds["padded_fp32"] / seconds["packed_fp32"],
         "bf16_step_speedup_vs_fp32": seconds["packed_fp32"] / seconds["packed_bf16"],
         "bf16_loss_rel_diff": abs(bf16 - fp32) / abs(fp32),
-        "packing_attention": f"{model.packing_attention}: {'flex' if flex else 'mask'}",
+        "packing_attention": f"auto: {'flex' if flex else 'documents'}",
     }
 
 
@@ -334,6 +341,7 @@ def main() -> None:
         "train_flops_fraction_of_matmul_peak": best["achieved_flops_per_s"] / peak,
         "matmul_peak_flops_per_s": peak,
         "packed_vs_padded_flops_ratio": compare["packed_vs_padded_flops_ratio"],
+        "packed_mask_vs_padded_flops_ratio": compare["packed_mask_vs_padded_flops_ratio"],
         "packed_vs_padded_step_speedup": compare["packed_vs_padded_step_speedup"],
         "packing_attention": compare["packing_attention"],
         "bf16_matmul_peak_flops_per_s": bf16_peak,
@@ -382,7 +390,8 @@ def main() -> None:
         f"{results['train_flops_fraction_of_matmul_peak']:.1%} of it",
         f"interleaved on the same batches: packed / padded FLOP/s {results['packed_vs_padded_flops_ratio']:.2f} "
         f"(step speed-up {results['packed_vs_padded_step_speedup']:.2f}x, packed attention: "
-        f"{results['packing_attention']})",
+        f"{results['packing_attention']}; with the dense mask instead: "
+        f"{results['packed_mask_vs_padded_flops_ratio']:.2f})",
         f"bf16-mixed vs fp32 packed step: {results['bf16_step_speedup_vs_fp32']:.2f}x; bf16 matmul peak "
         f"{bf16_peak / 1e9:.1f} GFLOP/s ({results['bf16_vs_fp32_matmul_peak']:.1f}x fp32), bf16 step at "
         f"{results['bf16_train_flops_fraction_of_bf16_peak']:.1%} of it",

@@ -1,4 +1,5 @@
-"""Packed rows through flex attention (a document BlockMask) or the dense mask: the same logits and loss."""
+"""Packed rows through per-sample SDPA, flex attention (a document BlockMask) or the dense mask: the same logits,
+loss and gradients."""
 
 import pytest
 import torch
@@ -38,11 +39,45 @@ def test_flex_and_mask_give_the_same_packed_logits_and_loss(image_data, monkeypa
     assert flexed["loss"].item() == pytest.approx(masked["loss"].item(), rel=1e-5)
 
 
-def test_auto_uses_the_mask_on_cpu_and_flex_falls_back_where_it_cannot_run(image_data):
+def test_per_sample_attention_gives_the_masks_logits_loss_and_gradients(image_data, monkeypatch):
+    model = _packed_model().train()
+    model.llm.requires_grad_(False)
+    batch = batch_of(model, image_data, 4)
+    calls = []
+    attention = packed_attention.document_attention
+    monkeypatch.setattr(packed_attention, "document_attention", lambda *a, **k: calls.append(1) or attention(*a, **k))
+    implementation = model.llm.model.config._attn_implementation
+    out, grads = {}, {}
+    for choice in ("mask", "documents"):
+        model.packing_attention = choice
+        model.zero_grad()
+        out[choice] = model(batch)
+        out[choice]["loss"].backward()
+        grads[choice] = {n: p.grad.clone() for n, p in model.projectors.named_parameters() if p.grad is not None}
+    layers = model.llm.model.config.num_hidden_layers
+    assert len(calls) == layers  # every layer of the packed pass went through the per-sample attention
+    assert model.llm.model.config._attn_implementation == implementation  # restored after the packed pass
+    masked, documents = out["mask"], out["documents"]
+    assert masked["logits"].shape[0] < 4 and torch.equal(documents["segments"], masked["segments"])
+    real = masked["segments"] >= 0
+    assert torch.allclose(documents["logits"][real], masked["logits"][real], atol=1e-5)
+    assert documents["loss"].item() == pytest.approx(masked["loss"].item(), rel=1e-6)
+    assert grads["mask"] and grads["mask"].keys() == grads["documents"].keys()
+    for name, grad in grads["mask"].items():
+        assert torch.allclose(grads["documents"][name], grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_auto_uses_per_sample_attention_on_cpu_and_flex_falls_back_where_it_cannot_run(image_data, monkeypatch):
     model = _packed_model()
     batch = batch_of(model, image_data, 4)
     embeds = torch.zeros(1, 2, model.llm.hidden_size)
     assert not packed_attention.use_flex("auto", model.llm.model, embeds)  # measured slower on CPU
+    calls = []
+    attention = packed_attention.document_attention
+    monkeypatch.setattr(packed_attention, "document_attention", lambda *a, **k: calls.append(1) or attention(*a, **k))
+    model.packing_attention = "auto"
+    auto = model(batch)["loss"]
+    assert calls  # auto on CPU: one SDPA call per sample
     assert not packed_attention.use_flex("mask", model.llm.model, embeds)
     model.packing_attention = "mask"
     masked = model(batch)["loss"]
@@ -52,5 +87,6 @@ def test_auto_uses_the_mask_on_cpu_and_flex_falls_back_where_it_cannot_run(image
         flexed = model(batch)["loss"]  # projectors train: a CPU training pass needs a backward
     flexed.backward()
     assert flexed.item() == pytest.approx(masked.item(), rel=1e-6)
+    assert auto.item() == pytest.approx(masked.item(), rel=1e-6)
     with pytest.raises(ValueError, match="packing_attention must be one of"):
         packed_attention.check_choice("varlen")
