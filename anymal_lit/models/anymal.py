@@ -54,10 +54,10 @@ class AnyMALModel(nn.Module):
         packing_length: Pack the teacher-forced rows of a batch (after media expansion) into sequences of at most
             this many tokens with a block-diagonal causal mask (``anymal_lit.models.packing``); None pads instead.
             The loss is the same either way; packing removes the padding's compute.
-        packing_attention: Attention kernel of packed rows: ``flex`` (FlexAttention with a document block mask; where
-            it cannot run, e.g. a CPU training step, the dense mask with a warning), ``mask`` (the dense 4-D boolean
-            mask through the LLM's own attention) or ``auto`` (flex on CUDA, the mask elsewhere, where it measured
-            faster; see ``anymal_lit.models.packed_attention``).
+        packing_attention: Attention kernel of packed rows: ``documents`` (one causal SDPA call per packed sample),
+            ``flex`` (FlexAttention with a document block mask; where it cannot run, e.g. a CPU training step, the
+            dense mask with a warning), ``mask`` (the dense 4-D boolean mask through the LLM's own attention) or
+            ``auto`` (flex on CUDA, ``documents`` elsewhere; see ``anymal_lit.models.packed_attention``).
     """
 
     def __init__(

@@ -4,14 +4,16 @@ another in the same process group (each run in its own process paid the imports 
 
 Usage: train_tp.py JOBS.json
 JOBS.json lists runs: {"out": OUT.json, "stage": "align"|"sft", "tp": T, "steps": S, "ckpt_dir": DIR|null,
-"stop_at": N|null, "resume": CKPT|null}. For each, rank 0 writes to OUT.json the mean loss of every step, the LLM's
-parameter bytes on this rank and in all, and the exported projector / LoRA tensors (whole). One process runs
-without a strategy (the reference).
+"stop_at": N|null, "resume": CKPT|null, "lm": {config overrides}|null, "seq_len": L|null}. For each, rank 0 writes to
+OUT.json the mean loss of every step, the LLM's parameter bytes on this rank and in all, the exported projector /
+LoRA tensors (whole) and the wall time of each step. One process runs without a strategy (the reference).
+benchmarks/tensor_parallel.py runs it on a larger LLM.
 """
 
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -45,8 +47,14 @@ class Record(Callback):
         self.stop_at = stop_at
         self.losses: dict[int, float] = {}
         self.ids: dict[int, list[str]] = {}
+        self.step_s: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.step_s.append(time.perf_counter() - self._start)
         loss = trainer.strategy.reduce(outputs["loss"].detach(), reduce_op="mean")
         self.losses[trainer.global_step] = float(loss)
         self.ids[trainer.global_step] = list(batch["ids"])
@@ -54,11 +62,11 @@ class Record(Callback):
             raise KeyboardInterrupt  # killed mid-epoch, before this step's checkpoint
 
 
-def batches(llm: CausalLM) -> list[dict]:
+def batches(llm: CausalLM, seq_len: int) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     out = []
     for b in range(BATCHES):
-        ids = torch.randint(10, 250, (2, 24), generator=g)
+        ids = torch.randint(10, 250, (2, seq_len), generator=g)
         ids[:, 1] = llm.placeholder_ids["imu"]
         pieces = torch.randn(2, 6, 32, generator=g)
         media = {"imu": {"pieces": pieces, "counts": torch.ones(2, dtype=torch.long)}}
@@ -71,9 +79,9 @@ def run(job: dict) -> None:
     tp, stop_at = job.get("tp", 1), job.get("stop_at")
     ckpt_dir = Path(job["ckpt_dir"]) if job.get("ckpt_dir") else None
     L.seed_everything(0)
-    llm = CausalLM(config=LM, tokenizer=str(REPO / "anymal_lit/toyworld/assets/tiny-lm"))
+    llm = CausalLM(config={**LM, **(job.get("lm") or {})}, tokenizer=str(REPO / "anymal_lit/toyworld/assets/tiny-lm"))
     imu = IMUEncoder(config=IMUEncoderConfig(channels=6, window=32, width=32, layers=1, heads=2, stem_stride=4))
-    projector = PerceiverResampler(32, 64, num_latents=4, num_layers=1, num_heads=4, num_input_positions=8)
+    projector = PerceiverResampler(32, llm.hidden_size, num_latents=4, num_layers=1, num_heads=4, num_input_positions=8)
     model = AnyMALModel(llm, {"imu": imu}, {"imu": projector})
     if job["stage"] == "sft":
         stage = SFTStage(
@@ -104,7 +112,7 @@ def run(job: dict) -> None:
         enable_checkpointing=ckpt_dir is not None,
         callbacks=[record, *checkpoints],
     )
-    data = batches(llm)
+    data = batches(llm, job.get("seq_len") or 24)
     # in file order; a tensor-parallel group (ranks dp * tp .. dp * tp + tp - 1 of the mesh) shares one data-parallel
     # shard
     dp = world // tp
@@ -125,6 +133,7 @@ def run(job: dict) -> None:
         "trainable": {n: t.float().sum().item() for n, t in trainable.items()},
         "trainable_shapes": {n: list(t.shape) for n, t in trainable.items()},
         "last": str(ckpt_dir / "last.ckpt") if ckpt_dir else None,
+        "step_s": record.step_s,
     }
     if trainer.global_rank == 0:
         Path(job["out"]).write_text(json.dumps(result))
