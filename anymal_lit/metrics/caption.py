@@ -30,6 +30,21 @@ def ptb_tokenize(groups: dict[str, list[str]]) -> dict[str, list[str]]:
     return PTBTokenizer().tokenize(as_input)
 
 
+_meteor: Any = None
+
+
+def meteor_scorer() -> Any:
+    """The toolkit's METEOR 1.5 scorer, one Java process per Python process, started on first use (again if it has
+    exited). Each evaluation used to start its own: a JVM start and the paraphrase table's load per caption
+    evaluation. METEOR's ``-stdio`` mode keeps no state between ``EVAL`` requests, so the scores are the same."""
+    global _meteor
+    if _meteor is None or _meteor.meteor_p.poll() is not None:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        _meteor = Meteor()
+    return _meteor
+
+
 def spice_available() -> bool:
     import pycocoevalcap.spice as spice
 
@@ -63,9 +78,7 @@ def caption_scores(
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores.update({f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
     if with_meteor:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        scores["METEOR"] = float(Meteor().compute_score(gts, res)[0])
+        scores["METEOR"] = float(meteor_scorer().compute_score(gts, res)[0])
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     if spice_available():

@@ -107,6 +107,9 @@ def document_attention(
     ``query`` ``[R, Hq, L, D]``, ``key``/``value`` ``[R, Hkv, L, D]``; ``attention_mask`` is not a mask but the
     packs' ``segments`` as ``[R, 1, 1, L]`` (a 4-D tensor reaches the attention function as it is). Padding attends
     to itself only, as in the dense mask (its output is its value). Returns ``[R, L, Hq, D]``."""
+    unsupported = [k for k in ("softcap", "sliding_window", "s_aux") if kwargs.get(k) is not None]
+    if unsupported:
+        raise ValueError(f"packing_attention='documents' does not support {unsupported}: use 'mask' for this LLM")
     groups = query.shape[1] // key.shape[1]
     rows = []
     for r, runs in enumerate(_runs(attention_mask[:, 0, 0])):

@@ -35,6 +35,38 @@ def test_cider_score_reproduces_the_coco_toolkit_on_its_example():
         assert scores[key] == pytest.approx(expected, abs=5e-7), key
 
 
+@pytest.mark.slow
+def test_one_meteor_process_scores_every_evaluation_as_a_fresh_one_would():
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    from anymal_lit.metrics import caption
+
+    predictions, references = coco_example()
+    ids = sorted(predictions)
+    parts = [ids[:150], ids[150:300], ids[:150]]
+    shared = []
+    for part in parts:
+        shared.append(caption_scores({k: predictions[k] for k in part}, {k: references[k] for k in part})["METEOR"])
+        if part is parts[0]:
+            process = caption.meteor_scorer().meteor_p
+    assert caption.meteor_scorer().meteor_p is process and process.poll() is None  # started once, still running
+    assert shared[2] == shared[0] != shared[1]
+    tokens = caption.ptb_tokenize(
+        {**{f"r{k}": references[k] for k in ids[150:300]}, **{f"p{k}": [predictions[k]] for k in ids[150:300]}}
+    )
+    fresh = Meteor().compute_score(
+        {k: tokens[f"r{k}"] for k in ids[150:300]}, {k: tokens[f"p{k}"] for k in ids[150:300]}
+    )[0]
+    assert shared[1] == fresh
+    process.kill()
+    process.wait()
+    assert (
+        caption_scores({k: predictions[k] for k in parts[0]}, {k: references[k] for k in parts[0]})["METEOR"]
+        == shared[0]
+    )
+    assert caption.meteor_scorer().meteor_p is not process  # an exited scorer is replaced
+
+
 def test_cider_is_corpus_level_not_a_mean_of_batches():
     predictions, references = coco_example()
     ids = sorted(predictions)[:200]
