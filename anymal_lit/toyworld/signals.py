@@ -8,7 +8,7 @@ names the true value and no other value of that attribute).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,6 +160,26 @@ def sample_motion(rng: np.random.Generator) -> Motion:
     activity = str(rng.choice(list(ACTIVITIES)))
     pace = "none" if activity == "still" else str(rng.choice(list(PACE)))
     return Motion(activity, pace, float(rng.choice([2.0, 3.0, 4.0])))
+
+
+MOTION_CONTENTS = tuple(
+    {"activity": a, "pace": p} for a in ACTIVITIES for p in (("none",) if a == "still" else tuple(PACE))
+)
+"""The 9 things an IMU caption can say: each moving activity at either pace, or standing still."""
+
+
+def balanced_motions(count: int, seed: int) -> Callable[[np.random.Generator], Motion]:
+    """A sampler of ``count`` motions with each of :data:`MOTION_CONTENTS` equally often (in a shuffled order from
+    ``seed``): an IMU validation set on which no single caption is right for more than its share. Each call draws
+    what :func:`sample_motion` draws (and keeps its duration), so the generator's later draws are unchanged."""
+    order = np.random.default_rng(seed).permutation(count) % len(MOTION_CONTENTS)
+    calls = iter(order)
+
+    def sample(rng: np.random.Generator) -> Motion:
+        drawn = sample_motion(rng)
+        return Motion(**MOTION_CONTENTS[int(next(calls))], seconds=drawn.seconds)
+
+    return sample
 
 
 def synthesize_imu(motion: Motion, rng: np.random.Generator, rate: float = 50.0) -> np.ndarray:

@@ -26,7 +26,7 @@ SHIPPED_LM = Path(__file__).parent / "assets" / "tiny-lm"
 (``anymal-lit tiny-lm``), but not by that command: its pretraining and first chat round ran on a GPU, its other two
 rounds through the kit's code with other draws (``recipe.json``, ``trained_on``), so a rebuild gives other weights."""
 
-WORLD_VERSION = 11
+WORLD_VERSION = 12
 CLIP_MEAN = (0.5, 0.5, 0.5)
 CLIP_STD = (0.25, 0.25, 0.25)
 
@@ -467,7 +467,9 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
     start = time.time()
     media_rng = np.random.default_rng(spec.seed + 2)
     sounds = media_world.write_sounds(root, {"train": spec.audio_train, "val": spec.audio_val}, media_rng)
-    motions = media_world.write_motions(root, {"train": spec.imu_train, "val": spec.imu_val}, media_rng)
+    motions = media_world.write_motions(
+        root, {"train": spec.imu_train, "val": spec.imu_val}, media_rng, val_seed=spec.seed + 7
+    )
     media_world.write_videos(root, {"train": spec.video_train, "val": spec.video_val}, spec.image_size, media_rng)
     media_world.write_interleaved(root, rows, motions, media_rng)
     # their own rng, so adding them left every other file of the world unchanged

@@ -206,3 +206,17 @@ def test_a_right_caption_in_any_one_wording_clears_the_alignment_bar(kind):
         (w, j): Cider().compute_score(gts, {k: tokens[f"{w}/{j}/{k}"] for k in references})[0] for w, j in wordings
     }
     assert min(scores.values()) > bar, (bar, scores)
+
+
+def test_the_imu_validation_set_holds_every_content_equally_and_leaves_the_later_draws_unchanged():
+    balanced = signals.balanced_motions(100, seed=7)
+    rng, plain = np.random.default_rng(2), np.random.default_rng(2)
+    motions = [balanced(rng) for _ in range(100)]
+    drawn = [signals.sample_motion(plain) for _ in range(100)]
+    counts = {tuple(c.values()): 0 for c in signals.MOTION_CONTENTS}
+    for motion in motions:
+        counts[(motion.activity, motion.pace)] += 1
+    assert len(counts) == 9 and set(counts.values()) == {11, 12}  # 100 = 9 x 11 + 1
+    assert [m.seconds for m in motions] == [m.seconds for m in drawn]
+    assert rng.random() == plain.random()  # the world's later files (videos, interleaved rows) stay as they were
+    assert [(m.activity, m.pace) for m in motions[:9]] != [tuple(c.values()) for c in signals.MOTION_CONTENTS]
