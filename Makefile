@@ -45,9 +45,10 @@ bench-eval: install  ## generation throughput, batch 16 vs batch 1 (needs the to
 bench-serve: install  ## anymal-lit serve: 16 concurrent clients vs one at a time, time to first token (needs make demo)
 	$(BIN)/python benchmarks/serve_throughput.py
 
-bench: install  ## training throughput: packing vs padding, cache vs live, FLOP/s, FSDP vs DDP bytes, token-budget vs fixed batches (needs the toy world); video loading
+bench: install  ## training throughput: packing vs padding, cache vs live, FLOP/s, FSDP vs DDP bytes, token-budget vs fixed batches (needs the toy world); tensor parallelism; video loading
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/token_budget.py
+	$(BIN)/python benchmarks/tensor_parallel.py
 	$(BIN)/python benchmarks/video_decode.py
 
 bench-merge: install  ## model merging: two SFT adapters (QA only, captions only) and their interpolation scored -> runs/merge/sweep (needs make demo)
