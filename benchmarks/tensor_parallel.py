@@ -25,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import REPO, add_results  # noqa: E402
+
 SCRIPT = REPO / "tests/integration/scripts/train_tp.py"
 
 
@@ -88,11 +90,6 @@ def main() -> None:
         "tp_seq_len": args.seq_len,
         "tp_wall_s": time.time() - start,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    merged = {**(json.loads(path.read_text()) if path.is_file() else {}), **results}
-    path.write_text(json.dumps(merged, indent=2))
     rows = [
         f"LLM: {lm} ({one['llm_bytes_full'] / 2**20:.1f} MiB), SFT with LoRA, batch 2 x {args.seq_len} tokens",
         "",
@@ -106,8 +103,7 @@ def main() -> None:
         f"| 2 x 2 (FSDP x TP) | 4 | {results['tp_llm_bytes_per_rank_fraction_2x2']:.3f} | "
         f"{results['tp_step_s_2x2']:.3f} | {results['tp_loss_max_rel_diff_2x2_vs_fsdp_2']:.1e} |",
     ]
-    (out / "tensor_parallel.md").write_text("\n".join(rows) + "\n")
-    print("\n".join(rows))
+    add_results(args.out, results, "tensor_parallel.md", rows)
 
 
 if __name__ == "__main__":

@@ -132,11 +132,6 @@ def main() -> None:
         "token_budget_rows": {"fixed": fixed_run["rows"], "budget": budget_run["rows"]},
         "token_budget_wall_s": time.time() - start,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    merged = {**(json.loads(path.read_text()) if path.is_file() else {}), **results}
-    path.write_text(json.dumps(merged, indent=2))
     table = [
         f"four-modality mixture, fixed batches of {args.batch_size} vs max_tokens={max_tokens} (equal peak)",
         "",
@@ -147,8 +142,7 @@ def main() -> None:
         f"| token budget | {len(budget)} | {budget_run['rows']} | {budget_padding:.3f} | "
         f"{budget_run['samples_per_s']:.1f} | {budget_peak} | {budget_run['peak_saved_bytes'] / 2**20:.0f} |",
     ]
-    (out / "token_budget.md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
+    tt.add_results(args.out, results, "token_budget.md", table)
     print(json.dumps(results, indent=2))
 
 

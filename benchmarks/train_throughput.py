@@ -253,6 +253,18 @@ def compare_steps(world: Path, steps: int, batch_size: int, cache_dir: str, pack
     }
 
 
+def add_results(out: str | Path, results: dict, report: str, rows: list[str]) -> None:
+    """Merge ``results`` into ``<out>/results.json`` (written by this script first), write the table ``rows`` to
+    ``<out>/<report>`` and print them: how the other ``make bench`` scripts report."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    merged = {**(json.loads(path.read_text()) if path.is_file() else {}), **results}
+    path.write_text(json.dumps(merged, indent=2))
+    (out / report).write_text("\n".join(rows) + "\n")
+    print("\n".join(rows))
+
+
 def matmul_peak(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
