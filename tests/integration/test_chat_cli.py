@@ -149,7 +149,7 @@ def test_chat_streams_the_reply_and_ends_at_end_of_input(tiny_world, dpo_model):
     out = Recorder()
     session = run(dpo_model, io.StringIO(f"/image {image}\n{prompt}\n"), out, max_new_tokens=24)
     expected = chat(dpo_model, [user(prompt, parts(tiny_world, "image"))], max_new_tokens=24)
-    assert len(expected.split()) >= 2  # a reply long enough to come in several pieces
+    assert len(expected) >= 8  # several tokens (the tiny model may write them without spaces: "largelarge...")
     start = out.writes.index("model> ")
     end = out.writes.index("you> ", start)
     pieces = out.writes[start + 1 : end]
