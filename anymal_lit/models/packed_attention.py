@@ -141,12 +141,21 @@ def _runs(segments: torch.Tensor) -> list[list[tuple[int, int, bool]]]:
     return out
 
 
+_registered = False
+
+
 def _register_documents() -> None:
+    """Register the per-sample attention with transformers, once per process."""
+    global _registered
+    if _registered:
+        return
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    AttentionInterface.register(DOCUMENTS, document_attention)
+    # through the module's name, so the registry always calls this module's current function
+    AttentionInterface.register(DOCUMENTS, lambda *args, **kwargs: document_attention(*args, **kwargs))
     ALL_MASK_ATTENTION_FUNCTIONS.register(DOCUMENTS, sdpa_mask)  # never built: the segments come as a 4-D tensor
+    _registered = True
 
 
 def packed_attention(model: nn.Module, packed: PackedInputs, choice: str) -> tuple[Any, AbstractContextManager]:
