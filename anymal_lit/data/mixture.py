@@ -117,6 +117,10 @@ class MixtureDataModule(ConversationDataModule):
         num_workers: Data-loader worker processes.
         max_tokens: As :class:`ConversationDataModule`: token-budget batches over the mixture's order (lengths from
             each dataset's ``media_tokens``).
+        feature_cache: Frozen-feature cache folder (``anymal-lit cache-features``) for every dataset that names none
+            of its own, and for the evaluation callbacks that read through the mixture.
+        require_cached_features: With ``feature_cache``, a file missing from the cache is an error (for the datasets
+            that take the mixture's cache).
     """
 
     def __init__(
@@ -130,9 +134,16 @@ class MixtureDataModule(ConversationDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         max_tokens: int | None = None,
+        feature_cache: str | None = None,
+        require_cached_features: bool = False,
     ) -> None:
         super().__init__(
-            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, max_tokens=max_tokens
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            max_tokens=max_tokens,
+            feature_cache=feature_cache,
+            require_cached_features=require_cached_features,
         )
         if not datasets:
             raise ValueError("MixtureDataModule needs at least one dataset")
@@ -143,6 +154,9 @@ class MixtureDataModule(ConversationDataModule):
         if weights and any(w < 0 for w in weights.values()):
             raise ValueError(f"weights must be >= 0, got {weights}")
         self.datasets = datasets
+        for module in datasets.values():
+            if feature_cache and not module.feature_cache:
+                module.feature_cache, module.require_cached_features = feature_cache, require_cached_features
         self.weights = {name: float((weights or {}).get(name, 1.0)) for name in datasets}
         self.curriculum = {name: int((curriculum or {}).get(name, 0)) for name in datasets}
         if not any(w > 0 and self.curriculum[n] == 0 for n, w in self.weights.items()):

@@ -31,6 +31,7 @@ def fake_chain(calls: list):
 def test_seeds_then_rerun_from_dpo_keeps_each_seeds_earlier_stages(tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setattr(demo, "build_world", lambda *args: None)
+    monkeypatch.setattr(demo, "fill_feature_cache", lambda *args: 0.0)
     monkeypatch.setattr(demo, "run_chain", fake_chain(calls))
     out = tmp_path / "demo"
     card = demo.run_demo(str(tmp_path / "world"), str(out), str(EXPERIMENTS), seeds=[0, 1])

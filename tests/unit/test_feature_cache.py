@@ -184,3 +184,35 @@ def test_killed_cache_fill_then_training_equals_a_clean_cache(tiny_world, tmp_pa
     )
     after_kill = train_losses(tiny_world, tmp_path / "a", str(killed))
     assert after_kill == pytest.approx(train_losses(tiny_world, tmp_path / "b", str(clean)), abs=1e-5)
+
+
+def test_a_mixtures_cache_serves_its_datasets_and_its_evaluation_loaders(tiny_model, tiny_world, tmp_path):
+    """``MixtureDataModule(feature_cache=...)``: every dataset without a cache of its own reads the mixture's (and,
+    with ``require_cached_features``, refuses a file missing from it); the evaluation callbacks' loaders, which read
+    through the mixture, get cached features too."""
+    from anymal_lit.data import AudioTextDataModule, MixtureDataModule
+
+    model = tiny_model.eval()
+    image_file = str(tiny_world / "image_caption_val.jsonl")
+    records = read_records(image_file, {"image": "<image>"})
+    cache = FeatureCache(tmp_path / "shared")
+    cache.fill("image", model.encoders["image"], [p for r in records for _, p in r.media])
+    own = str(tmp_path / "own")
+    mixture = MixtureDataModule(
+        datasets={
+            "image": ImageTextDataModule(train_file=image_file),
+            "audio": AudioTextDataModule(train_file=str(tiny_world / "audio_caption_val.jsonl"), feature_cache=own),
+        },
+        feature_cache=str(tmp_path / "shared"),
+        require_cached_features=True,
+    )
+    assert mixture.datasets["audio"].feature_cache == own  # a dataset's own cache wins
+    placeholders = {m: f"<{m}>" for m in model.encoders}
+    mixture.bind(model.llm.tokenizer, model.media_processors(), placeholders, dict(model.encoders))
+    assert isinstance(mixture.datasets["image"].processors["image"](records[0].media[0][1]), CachedFeatures)
+    assert isinstance(mixture.processors["image"](records[0].media[0][1]), CachedFeatures)
+    uncached = tmp_path / "uncached.png"
+    shutil.copy(tiny_world / "images/train/000000.png", uncached)
+    uncached.write_bytes(uncached.read_bytes() + b"\0")  # other bytes: not in the cache
+    with pytest.raises(MediaError, match="uncached.png"):
+        mixture.datasets["image"].processors["image"](str(uncached))
