@@ -59,7 +59,7 @@ def label_pairs(samples: list[str], scene: Scene) -> list[tuple[str | None, str]
             continue
         seen.add(text)
         fixed = corrected_caption(text, scene)
-        if fixed is None or any(hallucinated(m, scene) for m in parse_caption(fixed)):
+        if any(hallucinated(m, scene) for m in parse_caption(fixed)):
             fixed = complete
         pairs.append((fixed, text))
     return pairs
@@ -94,7 +94,7 @@ def binding_swap_pairs(world: str | Path, skip: set[str], limit: int, seed: int 
         swapped = Scene((replace(first, **{attribute: getattr(second, attribute)}),
                          replace(second, **{attribute: getattr(first, attribute)})))  # fmt: skip
         rejected = corrected_caption(row["chosen"], swapped)
-        if rejected is None or not any(hallucinated(m, scene) for m in parse_caption(rejected)):
+        if not any(hallucinated(m, scene) for m in parse_caption(rejected)):
             continue  # the caption does not name the swapped attribute
         pairs.append({**row, "id": f"{picture}-pb", "rejected": rejected, "source": "binding_swap"})
     return pairs

@@ -111,6 +111,16 @@ def caption(scene: Scene, rng: np.random.Generator, template: int | None = None)
     return CAPTION_TEMPLATES[index].format(objs=objs)
 
 
+def phantom_object(scene: Scene, rng: np.random.Generator) -> ShapeObject:
+    """An object the scene does not hold, as a careless annotator might add one: a colour no object of the scene has,
+    at a position none has (the opposite side of a one-object scene's object; any side of a centred one)."""
+    taken = {o.position for o in scene.objects}
+    sides = [b if a in taken else a for a, b in PAIRS if a in taken or b in taken] or [p for pair in PAIRS for p in pair]
+    colours = [c for c in COLOURS if c not in {o.colour for o in scene.objects}]
+    return ShapeObject(str(rng.choice(SHAPES)), str(rng.choice(colours)), str(rng.choice(list(SIZES))),
+                       str(rng.choice(sides)))  # fmt: skip
+
+
 def references(scene: Scene, rng: np.random.Generator) -> list[str]:
     """Five paraphrased reference captions, one per template."""
     return [caption(scene, rng, t) for t in range(len(CAPTION_TEMPLATES))]
@@ -205,15 +215,15 @@ def wrong_answer(answer: str, rng: np.random.Generator) -> str:
     raise ValueError(f"unknown answer kind: {answer!r}")
 
 
-def corrected_caption(text: str, scene: Scene) -> str | None:
+def corrected_caption(text: str, scene: Scene) -> str:
     """``text`` with every object mention rewritten to say what the scene's object in its place is (the i-th mention
     names the i-th object, the order captions list them in), keeping which attributes it names and all other words:
-    the minimal correction of a caption (RLHF-V's corrected segments). None when it names more objects than the
-    picture holds (nothing to correct an invented object to)."""
+    the minimal correction of a caption (RLHF-V's corrected segments). Mentions beyond the picture's objects are
+    invented: they are deleted with the words joining them on (" and a small red cross on the left")."""
     text = text.lower()
     matches = list(_MENTION.finditer(text))
-    if len(matches) > len(scene.objects):
-        return None
+    invented = matches[len(scene.objects) :]
+    matches = matches[: len(scene.objects)]
     pieces, last = [], 0
     for match, obj in zip(matches, scene.objects):
         size, pos = match["size"], match["pos"]
@@ -227,4 +237,6 @@ def corrected_caption(text: str, scene: Scene) -> str | None:
         end = match.end("pos") if pos else match.end("shape")
         pieces += [text[last:start], " ".join(w for w in words if w)]
         last = end
+    if invented:
+        last = invented[-1].end("pos") if invented[-1]["pos"] else invented[-1].end("shape")
     return "".join(pieces) + text[last:]

@@ -28,10 +28,9 @@ def test_label_pair_rejects_a_hallucination_and_chooses_its_minimal_correction()
     assert label_pair(samples, SCENE) == ("a big blue circle on the left and a red square on the right", samples[1])
     assert label_pair(samples[:1], SCENE) == (None, None)
     assert label_pair(["a red circle"], SCENE) == ("a blue circle", "a red circle")
-    # an invented third object cannot be corrected: the complete true sample is chosen instead
-    invented = "a blue circle, a red square and a white cross"
-    assert label_pair([invented, samples[2]], SCENE) == (samples[2], invented)
-    assert label_pair([invented], SCENE) == (None, invented)
+    # an invented third object is deleted with the words joining it on
+    invented = "a blue circle, a red square and a white cross on the left"
+    assert label_pair([invented, samples[2]], SCENE) == ("a blue circle, a red square", invented)
 
 
 def test_label_pairs_gives_one_pair_per_distinct_hallucinated_sample():
@@ -41,8 +40,6 @@ def test_label_pairs_gives_one_pair_per_distinct_hallucinated_sample():
         ("a blue circle", "a red circle"),  # the repeated sample gives one pair
         ("a blue circle and a red square", "a blue circle and a green square"),
     ]
-    invented = "a blue circle, a red square and a white cross"  # no correction: the complete sample is chosen
-    assert label_pairs([invented, complete], SCENE) == [(complete, invented)]
     assert label_pairs([complete], SCENE) == []
 
 
@@ -51,7 +48,11 @@ def test_corrected_caption_keeps_every_word_that_was_true():
         "there is a large blue circle on the left."
     )
     assert corrected_caption("a circle and a cross", SCENE) == "a circle and a square"
-    assert corrected_caption("a red square and a red square and a red square", SCENE) is None
+    one = Scene(SCENE.objects[:1])  # the invented objects go, with the words joining them on
+    assert corrected_caption("a picture of a big red circle on the left and a white cross at the top", one) == (
+        "a picture of a big blue circle on the left"
+    )
+    assert corrected_caption("a red square and a red square and a red square.", SCENE) == "a blue circle and a red square."
 
 
 def test_onpolicy_file_replaces_only_pairs_with_a_hallucinated_sample(image_data, tmp_path):

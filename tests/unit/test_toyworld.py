@@ -220,3 +220,43 @@ def test_the_imu_validation_set_holds_every_content_equally_and_leaves_the_later
     assert [m.seconds for m in motions] == [m.seconds for m in drawn]
     assert rng.random() == plain.random()  # the world's later files (videos, interleaved rows) stay as they were
     assert [(m.activity, m.pace) for m in motions[:9]] != [tuple(c.values()) for c in signals.MOTION_CONTENTS]
+
+
+def test_padded_instruction_captions_name_one_invented_object_and_leave_every_other_row(tmp_path):
+    """``WorldSpec.sft_padded_captions``: that share of the one-object pictures' instruction captions go on to name
+    an object the picture does not hold (what the SFT model is to pick up and DPO to unlearn); nothing else changes,
+    so the alignment data, the preference pairs and the evaluation files are the same with or without it."""
+    from anymal_lit.toyworld import shapes
+    from anymal_lit.toyworld.hallucination import hallucinated
+    from anymal_lit.toyworld.world import write_instructions
+
+    rng = np.random.default_rng(4)
+    scenes = {split: {str(i): shapes.sample_scene(rng).to_dict() for i in range(n)}
+              for split, n in (("train", 400), ("val", 20))}  # fmt: skip
+    worlds = {}
+    for name, share in (("true", 0.0), ("padded", 0.7)):
+        root = tmp_path / name
+        root.mkdir()
+        for split, data in scenes.items():
+            (root / f"image_scenes_{split}.json").write_text(json.dumps(data))
+        write_instructions(root, np.random.default_rng(0), share, np.random.default_rng(11))
+        worlds[name] = {f.name: f.read_text().splitlines() for f in root.glob("image_*.jsonl")}
+    for name, lines in worlds["true"].items():
+        if name != "image_sft_train.jsonl":
+            assert worlds["padded"][name] == lines, name
+    changed = padded = 0
+    for true, other in zip(worlds["true"]["image_sft_train.jsonl"], worlds["padded"]["image_sft_train.jsonl"]):
+        true, other = json.loads(true), json.loads(other)
+        scene = shapes.Scene.from_dict(scenes["train"][true["id"].split("-")[0]])
+        if not (true["id"].endswith("-c") and len(scene.objects) == 1):
+            assert other == true
+            continue
+        changed += 1
+        caption, said = true["conversations"][1]["value"], other["conversations"][1]["value"]
+        if said == caption:
+            continue
+        padded += 1
+        mentions = shapes.parse_caption(said)
+        assert len(mentions) == 2 and not hallucinated(mentions[0], scene) and hallucinated(mentions[1], scene)
+        assert shapes.corrected_caption(said, scene) == caption  # the correction deletes the invented object
+    assert changed > 60 and 0.55 < padded / changed < 0.85, (padded, changed)
