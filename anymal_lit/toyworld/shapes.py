@@ -115,7 +115,8 @@ def phantom_object(scene: Scene, rng: np.random.Generator) -> ShapeObject:
     """An object the scene does not hold, as a careless annotator might add one: a colour no object of the scene has,
     at a position none has (the opposite side of a one-object scene's object; any side of a centred one)."""
     taken = {o.position for o in scene.objects}
-    sides = [b if a in taken else a for a, b in PAIRS if a in taken or b in taken] or [p for pair in PAIRS for p in pair]
+    opposite = [b if a in taken else a for a, b in PAIRS if a in taken or b in taken]
+    sides = opposite or [p for pair in PAIRS for p in pair]
     colours = [c for c in COLOURS if c not in {o.colour for o in scene.objects}]
     return ShapeObject(str(rng.choice(SHAPES)), str(rng.choice(colours)), str(rng.choice(list(SIZES))),
                        str(rng.choice(sides)))  # fmt: skip

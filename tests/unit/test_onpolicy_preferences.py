@@ -52,7 +52,8 @@ def test_corrected_caption_keeps_every_word_that_was_true():
     assert corrected_caption("a picture of a big red circle on the left and a white cross at the top", one) == (
         "a picture of a big blue circle on the left"
     )
-    assert corrected_caption("a red square and a red square and a red square.", SCENE) == "a blue circle and a red square."
+    three = "a red square and a red square and a red square."
+    assert corrected_caption(three, SCENE) == "a blue circle and a red square."
 
 
 def test_onpolicy_file_replaces_only_pairs_with_a_hallucinated_sample(image_data, tmp_path):
