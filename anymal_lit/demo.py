@@ -175,14 +175,14 @@ def onpolicy_data(
     samples: int = ONPOLICY_SAMPLES,
 ) -> dict[str, float]:
     """DPO's training pairs from the SFT model's own captions: ``anymal-lit sample`` on ``prompts`` training
-    pictures, labelled against their scenes (:mod:`anymal_lit.toyworld.preferences`) into
+    pictures, labelled against their scenes (:mod:`anymal_lit.toyworld.preferences`, with omission pairs) into
     ``<out>/preference_train.jsonl``; returns the labeller's counts."""
     prompt_file = caption_prompts(world, out_dir / "preference_prompts.jsonl", limit=prompts)
     sampled = out_dir / "sft_samples.jsonl"
     run_cli("sample", "--model", str(sft_export), "--data", str(prompt_file), "--media-root", str(world),
             "--out", str(sampled), "--num-samples", str(samples), "--seed", str(seed),
             "--max-new-tokens", "48")  # fmt: skip
-    return onpolicy_preferences(world, sampled, out_dir / "preference_train.jsonl")
+    return onpolicy_preferences(world, sampled, out_dir / "preference_train.jsonl", omissions=True)
 
 
 def _move_outputs(source: Path, target: Path) -> None:

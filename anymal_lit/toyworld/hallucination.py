@@ -24,14 +24,18 @@ def hallucinated(mention: dict[str, str | None], scene: Scene) -> bool:
 
 def hallucination_rates(predictions: dict[str, str], scenes: dict[str, Scene]) -> dict[str, float]:
     """``hallucination_object``: the share of object mentions not in their scene (CHAIR-i); ``hallucination_output``:
-    the share of captions with at least one (CHAIR-s), over every scene (a missing prediction mentions nothing)."""
-    mentions = bad_mentions = bad_outputs = 0
+    the share of captions with at least one (CHAIR-s), over every scene (a missing prediction mentions nothing);
+    ``omission_output``: the share of captions that mention fewer objects than their scene holds (a caption that
+    stops early hallucinates less, so read the two together)."""
+    mentions = bad_mentions = bad_outputs = short = 0
     for rid, scene in scenes.items():
         flags = [hallucinated(m, scene) for m in parse_caption(predictions.get(rid, ""))]
         mentions += len(flags)
         bad_mentions += sum(flags)
         bad_outputs += any(flags)
+        short += len(flags) < len(scene.objects)
     return {
         "hallucination_object": bad_mentions / max(1, mentions),
         "hallucination_output": bad_outputs / max(1, len(scenes)),
+        "omission_output": short / max(1, len(scenes)),
     }

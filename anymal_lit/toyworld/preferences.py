@@ -100,16 +100,37 @@ def binding_swap_pairs(world: str | Path, skip: set[str], limit: int, seed: int 
     return pairs
 
 
+def omission_pair(pair: dict, scene: Scene) -> dict | None:
+    """For a two-object picture whose caption pair chooses a complete, true caption: a pair with the same chosen
+    caption that rejects it cut after its first object (the second deleted as
+    :func:`~anymal_lit.toyworld.shapes.corrected_caption` deletes an invented one). The counterweight to pairs that
+    reject an invented object: on those alone DPO learned to stop early, and dropped the second object of 51 of 112
+    two-object validation pictures (seed 0, toy world v13). None for other pictures."""
+    chosen = pair["chosen"]
+    if len(scene.objects) != 2 or not _complete(parse_caption(chosen), scene):
+        return None
+    rejected = corrected_caption(chosen, Scene(scene.objects[:1]))
+    return {**pair, "id": pair["id"].removesuffix(CAPTION_PAIR_SUFFIX) + "-po", "rejected": rejected,
+            "source": "omission"}  # fmt: skip
+
+
 def onpolicy_preferences(
-    world: str | Path, samples: str | Path, out: str | Path, pairs_per_picture: int = 1, binding_swaps: int = 0
+    world: str | Path,
+    samples: str | Path,
+    out: str | Path,
+    pairs_per_picture: int = 1,
+    binding_swaps: int = 0,
+    omissions: bool = False,
 ) -> dict[str, float]:
     """Write ``out``: for every picture sampled, its caption pair (the on-policy one where a sample hallucinated,
     else the world's; see the module doc) and its question-answer pair; with ``pairs_per_picture`` > 1, up to that
     many on-policy caption pairs per picture (one per distinct hallucinated sample, ids ``<id>-<k>`` after the
-    first); with ``binding_swaps``, that many :func:`binding_swap_pairs` of pictures not sampled after them. Returns
-    ``pairs``, ``onpolicy_pairs`` (rejected sampled), ``onpolicy_chosen`` (chosen sampled too), ``binding_swap_pairs``
-    and ``sample_hallucination_output`` (the share of samples with a hallucinated object: the SFT model's CHAIR-s
-    when sampling)."""
+    first); with ``binding_swaps``, that many :func:`binding_swap_pairs` of pictures not sampled after them; with
+    ``omissions``, every two-object picture also gets a pair rejecting its chosen caption cut after the first object
+    (id ``<id>-po``, :func:`omission_pair`). Returns ``pairs``, ``onpolicy_pairs`` (rejected sampled),
+    ``onpolicy_chosen`` (chosen sampled too), ``binding_swap_pairs``, ``omission_pairs`` and
+    ``sample_hallucination_output`` (the share of samples with a hallucinated object: the SFT model's CHAIR-s when
+    sampling)."""
     if pairs_per_picture < 1:
         raise ValueError(f"pairs_per_picture must be >= 1, got {pairs_per_picture}")
     world = Path(world)
@@ -123,7 +144,7 @@ def onpolicy_preferences(
         texts += len(row["samples"])
         bad += sum(any(hallucinated(m, scene) for m in parse_caption(t)) for t in row["samples"])
     pictures = {rid.removesuffix(CAPTION_PAIR_SUFFIX) for rid in sampled}
-    pairs, onpolicy, chosen_sampled = [], 0, 0
+    pairs, onpolicy, chosen_sampled, omitted = [], 0, 0, 0
     for line in (world / "image_preference_train.jsonl").open():
         row = json.loads(line)
         if row["id"].rsplit("-", 1)[0] not in pictures:
@@ -137,6 +158,12 @@ def onpolicy_preferences(
         onpolicy += len(labelled)
         if not labelled:
             pairs.append(row)
+        if omissions and row["id"] in sampled:
+            scene = scenes[row["id"].removesuffix(CAPTION_PAIR_SUFFIX)]
+            omission = omission_pair(pairs[-1], scene)
+            if omission is not None:
+                pairs.append(omission)
+                omitted += 1
     swaps = binding_swap_pairs(world, pictures, binding_swaps) if binding_swaps else []
     pairs += swaps
     out = Path(out)
@@ -147,5 +174,6 @@ def onpolicy_preferences(
         "onpolicy_pairs": onpolicy,
         "onpolicy_chosen": chosen_sampled,
         "binding_swap_pairs": len(swaps),
+        "omission_pairs": omitted,
         "sample_hallucination_output": bad / max(1, texts),
     }

@@ -38,4 +38,6 @@ def test_rates_over_a_set():
         # "d" has no prediction: mentions nothing, hallucinates nothing, still counts as an output
     }
     scenes = {"a": TWO, "b": ONE, "c": ONE, "d": ONE}
-    assert hallucination_rates(predictions, scenes) == {"hallucination_object": 2 / 5, "hallucination_output": 2 / 4}
+    rates = {"hallucination_object": 2 / 5, "hallucination_output": 2 / 4, "omission_output": 1 / 4}  # "d" names none
+    assert hallucination_rates(predictions, scenes) == rates
+    assert hallucination_rates({"a": "a blue circle on the left"}, {"a": TWO})["omission_output"] == 1.0

@@ -124,3 +124,28 @@ def test_binding_swaps_name_only_what_is_there_bound_to_the_wrong_object(image_d
     stats = onpolicy_preferences(image_data, sampled, tmp_path / "pairs.jsonl", binding_swaps=5)
     rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert rows[4:] == pairs and stats["binding_swap_pairs"] == 5 and stats["pairs"] == 9
+
+
+def test_omission_pairs_reject_a_two_object_caption_cut_after_its_first_object(image_data, tmp_path):
+    """``omissions=True``: each two-object picture's chosen caption is also preferred to itself cut after the first
+    object (the counterweight to rejecting invented objects); one-object pictures get none."""
+    prompts = caption_prompts(image_data, tmp_path / "prompts.jsonl", limit=12)
+    rows = [json.loads(line) for line in prompts.read_text().splitlines()]
+    scenes = {k: Scene.from_dict(v) for k, v in json.loads((image_data / "image_scenes_train.json").read_text()).items()}
+    counts = {rid: len(scenes[rid.removesuffix("-pc")].objects) for rid in (r["id"] for r in rows)}
+    assert set(counts.values()) == {1, 2}, counts  # the fixture world has both kinds among these pictures
+    sampled = tmp_path / "samples.jsonl"
+    sampled.write_text("".join(json.dumps({**r, "samples": [r["chosen"]]}) + "\n" for r in rows))
+    stats = onpolicy_preferences(image_data, sampled, tmp_path / "pairs.jsonl", omissions=True)
+    pairs = {r["id"]: r for r in map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())}
+    omitted = {rid.removesuffix("-po") for rid in pairs if rid.endswith("-po")}
+    assert omitted == {rid.removesuffix("-pc") for rid, n in counts.items() if n == 2}
+    assert stats["omission_pairs"] == len(omitted)
+    for picture in omitted:
+        pair, scene = pairs[f"{picture}-po"], scenes[picture]
+        assert pair["chosen"] == pairs[f"{picture}-pc"]["chosen"]
+        (mention,) = parse_caption(pair["rejected"])  # one object named, truly: left out, not invented
+        assert not hallucinated(mention, scene)
+        assert pair["chosen"].startswith(pair["rejected"])
+    plain = onpolicy_preferences(image_data, sampled, tmp_path / "plain.jsonl")
+    assert plain["omission_pairs"] == 0 and plain["pairs"] == stats["pairs"] - len(omitted)
