@@ -85,7 +85,8 @@ HEADLINES = (
         target=lambda s: (1 - DPO_HALLUCINATION_CUT) * s["hallucination_output_before"],
         target_text=f"<= {1 - DPO_HALLUCINATION_CUT:g}x SFT",
         lower_is_better=True,
-    ),    Headline("dpo", "image_caption", "omission_output"),  # captions naming fewer objects than the picture holds
+    ),
+    Headline("dpo", "image_caption", "omission_output"),  # captions naming fewer objects than the picture holds
 )
 """The rows, in order; a row whose metric is not in the scorecard (before or after) is left out."""
 

@@ -131,7 +131,8 @@ def test_omission_pairs_reject_a_two_object_caption_cut_after_its_first_object(i
     object (the counterweight to rejecting invented objects); one-object pictures get none."""
     prompts = caption_prompts(image_data, tmp_path / "prompts.jsonl", limit=12)
     rows = [json.loads(line) for line in prompts.read_text().splitlines()]
-    scenes = {k: Scene.from_dict(v) for k, v in json.loads((image_data / "image_scenes_train.json").read_text()).items()}
+    truths = json.loads((image_data / "image_scenes_train.json").read_text())
+    scenes = {k: Scene.from_dict(v) for k, v in truths.items()}
     counts = {rid: len(scenes[rid.removesuffix("-pc")].objects) for rid in (r["id"] for r in rows)}
     assert set(counts.values()) == {1, 2}, counts  # the fixture world has both kinds among these pictures
     sampled = tmp_path / "samples.jsonl"
