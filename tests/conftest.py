@@ -19,6 +19,7 @@ TINY_SPEC = {
     "image_train": 64,
     "image_val": 12,
     "tiny_lm": "train",  # a few steps in place; test_toyworld checks the shipped one
+    "tiny_clip": "train",
     "lm_corpus": 400,
     "lm_steps": 20,
     "lm_chat": 200,

@@ -12,9 +12,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/toyworld", help="folder of the world")
     parser.add_argument("--seed", type=int, default=0, help="the world's seed")
     parser.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
+    parser.add_argument(
+        "--train-clip",
+        action="store_true",
+        help="train the tiny CLIP on this world's pictures (~11 CPU minutes) instead of copying the shipped one",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     from anymal_lit.toyworld import WorldSpec, build_world
 
-    build_world(args.out, WorldSpec(seed=args.seed), force=args.force)
+    spec = WorldSpec(seed=args.seed, tiny_clip="train" if args.train_clip else "shipped")
+    build_world(args.out, spec, force=args.force)

@@ -5,7 +5,8 @@
   scored (short answers, lettered multiple-choice questions), as the chat LLMs AnyMAL starts from are; saved with
   ``save_pretrained``.
 * A tiny open_clip CLIP, briefly trained contrastively on the world's pictures and captions (AnyMAL's encoders are
-  already aligned to text, so a random encoder would not be faithful), saved as an open_clip ``local-dir`` folder.
+  already aligned to text, so a random encoder would not be faithful), its text tower reading the world's tokenizer,
+  saved as an open_clip ``local-dir`` folder with that tokenizer.
 
 Both are then loaded by the kit through the same code paths as real checkpoints.
 """
@@ -24,7 +25,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
 from anymal_lit.losses import IGNORE_INDEX
@@ -158,25 +159,52 @@ def pretrain_lm(
     return model, losses
 
 
-def tiny_clip_config(image_size: int = 64) -> dict:
-    """A small ViT CLIP (open_clip ``model_cfg``): 8-px patches, width 128, 4 layers; text tower 2 layers."""
+def tiny_clip_config(vocab_size: int, image_size: int = 64) -> dict:
+    """A small ViT CLIP (open_clip ``model_cfg``): 8-px patches, width 128, 4 layers; text tower 2 layers over the
+    tokenizer saved beside the weights (:func:`clip_tokenizer`: ``vocab_size`` tokens, the caption closed by
+    ``<|end|>``, where the text embedding is read)."""
     return {
         "embed_dim": 64,
         "vision_cfg": {"image_size": image_size, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32},
-        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": vocab_size,
+            "width": 128,
+            "heads": 4,
+            "layers": 2,
+            "hf_tokenizer_name": "tokenizer.json",  # with a local-dir: model, open_clip reads the folder's tokenizer
+            "pad_id": SPECIAL_TOKENS.index("<|pad|>"),
+            "eos_id": SPECIAL_TOKENS.index("<|end|>"),
+            "pool_type": "eos",
+        },
     }
+
+
+def clip_tokenizer(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """The world's BPE tokenizer as the tiny CLIP's text tokenizer: every text closed by ``<|end|>`` (the text tower
+    pools there), so ``open_clip.get_tokenizer("local-dir:...")`` gives the ids the tower was trained on."""
+    bpe = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    end = "<|end|>"
+    bpe.post_processor = processors.TemplateProcessing(
+        single=f"$A {end}", pair=f"$A {end} $B {end}", special_tokens=[(end, tokenizer.convert_tokens_to_ids(end))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, pad_token="<|pad|>", eos_token=end, additional_special_tokens=SPECIAL_TOKENS[2:]
+    )
 
 
 def warm_up_clip(
     cfg: dict,
     images: torch.Tensor,
     captions: Sequence[str],
+    tokenizer: PreTrainedTokenizerFast,
     steps: int,
     batch_size: int = 64,
     lr: float = 5e-4,
     seed: int = 0,
 ) -> tuple[open_clip.CLIP, list[float]]:
-    """Contrastive (InfoNCE) training of a fresh CLIP on ``images`` ``[N, 3, R, R]`` paired with ``captions``."""
+    """Contrastive (InfoNCE) training of a fresh CLIP on ``images`` ``[N, 3, R, R]`` paired with ``captions``, read by
+    ``tokenizer`` (:func:`clip_tokenizer`)."""
     torch.manual_seed(seed)
     model = open_clip.CLIP(**cfg)
     model.train()
@@ -186,8 +214,7 @@ def warm_up_clip(
         model.logit_scale,
         model.parameters(),
         images,
-        captions,
-        cfg["text_cfg"]["context_length"],
+        clip_token_ids(tokenizer, captions, cfg["text_cfg"]["context_length"]),
         steps,
         batch_size,
         lr,
@@ -204,17 +231,15 @@ def contrastive_training(
     logit_scale: torch.Tensor,
     parameters: Iterable[torch.nn.Parameter],
     inputs: torch.Tensor,
-    captions: Sequence[str],
-    context_length: int,
+    text: torch.Tensor,
     steps: int,
     batch_size: int,
     lr: float,
     seed: int,
     name: str,
 ) -> list[float]:
-    """CLIP's symmetric InfoNCE loss between media embeddings and caption embeddings (open_clip tokenizer)."""
-    tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
-    text = tokenize(list(captions))
+    """CLIP's symmetric InfoNCE loss between media embeddings and the embeddings of their captions' token ids
+    ``text`` ``[N, context_length]``."""
     opt = torch.optim.AdamW(list(parameters), lr=lr, weight_decay=0.1, fused=True)
     rng = np.random.default_rng(seed)
     losses, start = [], time.time()
@@ -234,6 +259,19 @@ def contrastive_training(
                 "%s step %d/%d loss %.3f (%.0f s)", name, step + 1, steps, loss.detach().item(), time.time() - start
             )
     return losses
+
+
+def clip_token_ids(tokenizer: PreTrainedTokenizerFast, captions: Sequence[str], context_length: int) -> torch.Tensor:
+    """``[N, context_length]`` ids of ``captions`` (each closed by ``<|end|>``, padded); a caption too long to keep its
+    end is an error."""
+    ids = tokenizer(list(captions), add_special_tokens=True)["input_ids"]
+    longest = max(range(len(ids)), key=lambda i: len(ids[i]))
+    if len(ids[longest]) > context_length:
+        raise ValueError(
+            f"caption {longest} is {len(ids[longest])} tokens, over the CLIP's context of {context_length}: "
+            f"{captions[longest]!r}"
+        )
+    return torch.tensor([row + [tokenizer.pad_token_id] * (context_length - len(row)) for row in ids])
 
 
 class _PairedTowers(torch.nn.Module):
@@ -278,8 +316,7 @@ def warm_up_tower(
         pair.logit_scale,
         pair.parameters(),
         inputs,
-        captions,
-        TEXT_TOWER["text_cfg"]["context_length"],
+        open_clip.tokenizer.SimpleTokenizer(context_length=TEXT_TOWER["text_cfg"]["context_length"])(list(captions)),
         steps,
         batch_size,
         lr,
@@ -316,9 +353,19 @@ TINY_CLAP_FEATURES = {
 """``ClapFeatureExtractor`` settings of the tiny CLAP: 1-s pieces at 16 kHz, 10-ms hop."""
 
 
-def save_open_clip(model: open_clip.CLIP, cfg: dict, folder: Path, mean: Sequence[float], std: Sequence[float]) -> None:
-    """Write an open_clip ``local-dir`` folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
+def save_open_clip(
+    model: open_clip.CLIP,
+    cfg: dict,
+    folder: Path,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tokenizer: PreTrainedTokenizerFast | None = None,
+) -> None:
+    """Write an open_clip ``local-dir`` folder: ``open_clip_config.json`` + ``open_clip_model.safetensors`` (+ the
+    text tower's tokenizer files)."""
     folder.mkdir(parents=True, exist_ok=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
     config = {"model_cfg": cfg, "preprocess_cfg": {"mean": list(mean), "std": list(std)}}
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}

@@ -17,7 +17,14 @@ from anymal_lit.data import benchmarks
 from anymal_lit.encoders.image import ImageProcessor
 from anymal_lit.metrics.choice import circular_variants
 from anymal_lit.toyworld import benchmark_files, media_world, shapes, signals
-from anymal_lit.toyworld.tiny_models import pretrain_lm, save_open_clip, tiny_clip_config, train_tokenizer, warm_up_clip
+from anymal_lit.toyworld.tiny_models import (
+    clip_tokenizer,
+    pretrain_lm,
+    save_open_clip,
+    tiny_clip_config,
+    train_tokenizer,
+    warm_up_clip,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +32,14 @@ SHIPPED_LM = Path(__file__).parent / "assets" / "tiny-lm"
 """The tiny LM the kit ships (HF format + ``recipe.json``). Trained by the recipe :func:`build_tiny_lm` runs
 (``anymal-lit tiny-lm``), but not by that command: its pretraining and first chat round ran on a GPU, its other two
 rounds through the kit's code with other draws (``recipe.json``, ``trained_on``), so a rebuild gives other weights."""
+SHIPPED_CLIP = Path(__file__).parent / "assets" / "tiny-clip"
+"""The tiny CLIP the kit ships (open_clip ``local-dir`` folder + ``recipe.json``): what :func:`build_tiny_clip` trains
+on the default world (``WorldSpec(tiny_clip="train")``, ``anymal-lit toyworld --train-clip``), written by that code on
+2 CPU cores (~11 minutes), time the demo does not spend."""
+CLIP_RECIPE_FIELDS = ("seed", "image_train", "image_size", "clip_steps")
+"""The :class:`WorldSpec` fields the tiny CLIP's training depends on (with :data:`WORLD_VERSION`'s pictures)."""
 
-WORLD_VERSION = 13
+WORLD_VERSION = 14
 CLIP_MEAN = (0.5, 0.5, 0.5)
 CLIP_STD = (0.25, 0.25, 0.25)
 
@@ -40,6 +53,10 @@ class WorldSpec:
         image_train: Training pictures.
         image_val: Validation pictures (5 reference captions each).
         image_size: Picture side in pixels (= the tiny CLIP's resolution).
+        tiny_clip: ``"shipped"`` copies the kit's tiny CLIP (:data:`SHIPPED_CLIP`, trained by :func:`build_tiny_clip`
+            on the default world's pictures); ``"train"`` trains one in place with ``clip_steps`` (~11 CPU minutes).
+            A world whose pictures differ from those the shipped one saw (another seed, size or count) still gets the
+            shipped one, as a real pretrained encoder never saw the user's pictures; ``world.json`` says which.
         tiny_lm: ``"shipped"`` copies the kit's tiny LM (:data:`SHIPPED_LM`, trained by the recipe of the ``lm_*``
             defaults below); ``"train"`` trains one in place with the ``lm_*`` fields (the defaults: ~16 CPU minutes,
             as ``anymal-lit tiny-lm``).
@@ -57,8 +74,9 @@ class WorldSpec:
             look-ups, which the LM has learned by then; the last round gives their share to short answers).
         clip_steps: Contrastive warm-up steps of the tiny CLIP (300 -> 900 steps took aligned caption CIDEr from 3.0
             to 4.4 and shape accuracy from 0.32 to 0.68: an encoder that knows the world is what alignment needs;
-            700 -> 1000 took the demo's image caption CIDEr from 4.54 to 5.08 with the shipped LM, paid for by not
-            training the LM in the world build).
+            700 -> 1000 took the demo's image caption CIDEr from 4.54 to 5.08 with the shipped LM). Used with
+            ``tiny_clip="train"``; the shipped CLIP was trained with this default (its ``recipe.json``): shipped, its
+            training no longer counts against the demo's time, so it trains 3x longer than the world build could.
         audio_train / audio_val: Sounds (1 s each; 5 reference captions per val sound).
         imu_train / imu_val: IMU traces (2-4 s).
         video_train / video_val: Videos of a moving shape (8 frames, 2 s).
@@ -76,6 +94,7 @@ class WorldSpec:
     image_train: int = 4000
     image_val: int = 200
     image_size: int = 64
+    tiny_clip: str = "shipped"
     tiny_lm: str = "shipped"
     lm_corpus: int = 20000
     lm_steps: int = 800
@@ -83,7 +102,7 @@ class WorldSpec:
     lm_chat_steps: int = 2000
     lm_chat_rounds: int = 3
     lm_chat_final_short: float = 0.5
-    clip_steps: int = 1000
+    clip_steps: int = 3000
     sft_padded_captions: float = 0.7
     audio_train: int = 2000
     audio_val: int = 100
@@ -217,6 +236,44 @@ def build_tiny_lm(out: str | Path, spec: WorldSpec = WorldSpec()) -> dict:
         "lm_loss": {"first": lm_losses[0], "last": float(np.mean(lm_losses[-50:]))},
         "lm_chat_loss": {"first": chat_losses[0], "last": float(np.mean(chat_losses[-50:]))},
         "probe": probe_tiny_lm(lm, tokenizer),
+    }
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=2))
+    return recipe
+
+
+def build_tiny_clip(out: str | Path, root: str | Path, train_rows: list[dict], spec: WorldSpec = WorldSpec()) -> dict:
+    """The tiny CLIP as an open_clip ``local-dir`` folder under ``out``: copied from :data:`SHIPPED_CLIP` when
+    ``spec.tiny_clip == "shipped"``, else trained here for ``spec.clip_steps`` on the world's training pictures
+    (``train_rows``, under ``root``) and their captions, its text tower over the world's tokenizer (the tiny LM's, in
+    ``root/models/tiny-lm``). Returns the recipe (``out/recipe.json``)."""
+    out = Path(out)
+    if spec.tiny_clip == "shipped":
+        recipe = json.loads((SHIPPED_CLIP / "recipe.json").read_text())
+        if recipe["spec"]["image_size"] != spec.image_size:
+            raise ValueError(
+                f"the shipped tiny CLIP reads {recipe['spec']['image_size']}-px pictures, this world's are "
+                f"{spec.image_size} px: use WorldSpec(tiny_clip='train')"
+            )
+        shutil.copytree(SHIPPED_CLIP, out, dirs_exist_ok=True)
+        same = all(recipe["spec"][k] == v for k, v in asdict(spec).items() if k in CLIP_RECIPE_FIELDS)
+        return {**recipe, "trained_on_these_pictures": same and recipe.get("world_version") == WORLD_VERSION}
+    if spec.tiny_clip != "train":
+        raise ValueError(f"WorldSpec.tiny_clip must be 'shipped' or 'train', got {spec.tiny_clip!r}")
+    from transformers import AutoTokenizer
+
+    start = time.time()
+    tokenizer = clip_tokenizer(AutoTokenizer.from_pretrained(Path(root) / "models" / "tiny-lm"))
+    cfg = tiny_clip_config(len(tokenizer), spec.image_size)
+    processor = ImageProcessor(spec.image_size, CLIP_MEAN, CLIP_STD)
+    images = torch.cat([processor(str(Path(root) / r["image"])) for r in train_rows])
+    captions = [r["conversations"][-1]["value"] for r in train_rows]
+    clip, losses = warm_up_clip(cfg, images, captions, tokenizer, spec.clip_steps, seed=spec.seed)
+    save_open_clip(clip, cfg, out, CLIP_MEAN, CLIP_STD, tokenizer)
+    recipe = {
+        "spec": {k: v for k, v in asdict(spec).items() if k in CLIP_RECIPE_FIELDS},
+        "world_version": WORLD_VERSION,
+        "seconds": time.time() - start,
+        "clip_loss": {"first": losses[0], "last": float(np.mean(losses[-50:]))},
     }
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2))
     return recipe
@@ -491,13 +548,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
     timings["lm_s"] = time.time() - start
 
     start = time.time()
-    cfg = tiny_clip_config(spec.image_size)
-    processor = ImageProcessor(spec.image_size, CLIP_MEAN, CLIP_STD)
-    train_rows = rows["train"]
-    images = torch.cat([processor(str(root / r["image"])) for r in train_rows])
-    captions = [r["conversations"][-1]["value"] for r in train_rows]
-    clip, clip_losses = warm_up_clip(cfg, images, captions, spec.clip_steps, seed=spec.seed)
-    save_open_clip(clip, cfg, root / "models" / "tiny-clip", CLIP_MEAN, CLIP_STD)
+    clip_report = build_tiny_clip(root / "models" / "tiny-clip", root, rows["train"], spec)
     timings["clip_s"] = time.time() - start
 
     start = time.time()
@@ -511,7 +562,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), force: bool = F
         "spec": wanted,
         "timings": timings,
         "tiny_lm": lm_report,
-        "clip_loss": {"first": clip_losses[0], "last": float(np.mean(clip_losses[-50:]))},
+        "tiny_clip": clip_report,
         "clap_loss": {"first": clap_losses[0], "last": float(np.mean(clap_losses[-50:]))},
         "imu_loss": {"first": imu_losses[0], "last": float(np.mean(imu_losses[-50:]))},
     }

@@ -85,6 +85,40 @@ def test_shipped_tiny_lm_answers_lettered_and_short_questions():
         build_tiny_lm("unused", WorldSpec(tiny_lm="download"))
 
 
+def test_shipped_tiny_clip_matches_the_worlds_pictures_to_their_captions(tmp_path):
+    """The stand-in for a pretrained CLIP loads through open_clip's own ``local-dir:`` path with its tokenizer (each
+    caption closed by the token its text tower pools), and knows the world: among 64 fresh pictures and their
+    captions, each picture's own caption is the nearest far above chance (1/64)."""
+    import open_clip
+
+    from anymal_lit.encoders.image import ImageProcessor
+    from anymal_lit.toyworld import shapes
+    from anymal_lit.toyworld.world import CLIP_MEAN, CLIP_STD, SHIPPED_CLIP, build_tiny_clip
+
+    model = open_clip.create_model(f"local-dir:{SHIPPED_CLIP}").eval()
+    tokenize = open_clip.get_tokenizer(f"local-dir:{SHIPPED_CLIP}")
+    ids = tokenize(["a picture of a small red circle on the left"])
+    last = ids[0, (ids[0] != tokenize.tokenizer.pad_token_id).sum() - 1]
+    assert model.text_pool_type == "eos" and last == model.text_eos_id
+    rng = np.random.default_rng(1234)
+    scenes = [shapes.sample_scene(rng) for _ in range(64)]
+    processor = ImageProcessor(64, CLIP_MEAN, CLIP_STD)
+    for i, scene in enumerate(scenes):
+        shapes.render(scene, rng).save(tmp_path / f"{i}.png")
+    images = torch.cat([processor(str(tmp_path / f"{i}.png")) for i in range(len(scenes))])
+    with torch.no_grad():
+        similarity = (
+            model.encode_image(images, normalize=True)
+            @ model.encode_text(tokenize([shapes.caption(scene, rng) for scene in scenes]), normalize=True).T
+        )
+    top1 = (similarity.argmax(1) == torch.arange(len(scenes))).float().mean().item()
+    assert top1 >= 0.3, top1
+    with pytest.raises(ValueError, match="use WorldSpec\\(tiny_clip='train'\\)"):
+        build_tiny_clip(tmp_path / "clip", tmp_path, [], WorldSpec(image_size=32))
+    with pytest.raises(ValueError, match="tiny_clip must be 'shipped' or 'train'"):
+        build_tiny_clip(tmp_path / "clip", tmp_path, [], WorldSpec(tiny_clip="download"))
+
+
 def test_chat_tuning_look_ups_answer_with_the_letter_of_the_named_option():
     conversations = lm_chat_conversations(np.random.default_rng(1), 400)
     lookups = [c for c in conversations if c[0]["content"].startswith("Which option is")]
