@@ -113,6 +113,9 @@ def test_shipped_tiny_clip_matches_the_worlds_pictures_to_their_captions(tmp_pat
         )
     top1 = (similarity.argmax(1) == torch.arange(len(scenes))).float().mean().item()
     assert top1 >= 0.3, top1
+    copied = build_tiny_clip(tmp_path / "copy", tmp_path, [], WorldSpec())
+    assert copied["trained_on_these_pictures"] and (tmp_path / "copy" / "open_clip_model.safetensors").is_file()
+    assert not build_tiny_clip(tmp_path / "copy", tmp_path, [], WorldSpec(seed=1))["trained_on_these_pictures"]
     with pytest.raises(ValueError, match="use WorldSpec\\(tiny_clip='train'\\)"):
         build_tiny_clip(tmp_path / "clip", tmp_path, [], WorldSpec(image_size=32))
     with pytest.raises(ValueError, match="tiny_clip must be 'shipped' or 'train'"):
