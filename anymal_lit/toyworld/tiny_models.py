@@ -159,22 +159,22 @@ def pretrain_lm(
     return model, losses
 
 
-def tiny_clip_config(vocab_size: int, image_size: int = 64) -> dict:
-    """A small ViT CLIP (open_clip ``model_cfg``): 8-px patches, width 128, 4 layers; text tower 2 layers over the
-    tokenizer saved beside the weights (:func:`clip_tokenizer`: ``vocab_size`` tokens, the caption closed by
-    ``<|end|>``, where the text embedding is read)."""
+def tiny_clip_config(tokenizer: PreTrainedTokenizerFast, image_size: int = 64) -> dict:
+    """A small ViT CLIP (open_clip ``model_cfg``): 8-px patches, width 128, 4 layers; text tower 2 layers over
+    ``tokenizer`` (:func:`clip_tokenizer`, saved beside the weights: each caption closed by its end token, where the
+    text embedding is read)."""
     return {
         "embed_dim": 64,
         "vision_cfg": {"image_size": image_size, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32},
         "text_cfg": {
             "context_length": 32,
-            "vocab_size": vocab_size,
+            "vocab_size": len(tokenizer),
             "width": 128,
             "heads": 4,
             "layers": 2,
             "hf_tokenizer_name": "tokenizer.json",  # with a local-dir: model, open_clip reads the folder's tokenizer
-            "pad_id": SPECIAL_TOKENS.index("<|pad|>"),
-            "eos_id": SPECIAL_TOKENS.index("<|end|>"),
+            "pad_id": tokenizer.pad_token_id,
+            "eos_id": tokenizer.eos_token_id,
             "pool_type": "eos",
         },
     }

@@ -263,7 +263,7 @@ def build_tiny_clip(out: str | Path, root: str | Path, train_rows: list[dict], s
 
     start = time.time()
     tokenizer = clip_tokenizer(AutoTokenizer.from_pretrained(Path(root) / "models" / "tiny-lm"))
-    cfg = tiny_clip_config(len(tokenizer), spec.image_size)
+    cfg = tiny_clip_config(tokenizer, spec.image_size)
     processor = ImageProcessor(spec.image_size, CLIP_MEAN, CLIP_STD)
     images = torch.cat([processor(str(Path(root) / r["image"])) for r in train_rows])
     captions = [r["conversations"][-1]["value"] for r in train_rows]
