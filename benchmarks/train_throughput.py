@@ -275,18 +275,23 @@ def matmul_peak(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.
 
 
 def strategy_bytes(world: Path) -> dict:
-    out = {}
-    for strategy in ("ddp", "fsdp"):
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = [
-                sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                str(REPO / "tests/integration/scripts/train_strategy.py"), str(world), strategy,
-                f"{tmp}/out.json", f"{tmp}/ckpt", "--steps", "2",
-            ]  # fmt: skip
-            env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
-            out[strategy] = json.loads(Path(f"{tmp}/out.json").read_text())["bytes"]
-    return out
+    """Per-rank parameter and optimizer-state bytes of DDP and FSDP2 after 2 alignment steps on 2 gloo processes
+    (``tests/integration/scripts/train_strategy.py``, both runs in one ``torchrun``)."""
+    strategies = ("ddp", "fsdp")
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [
+            {"strategy": s, "steps": 2, "out": f"{tmp}/{s}.json", "ckpt_dir": f"{tmp}/{s}_ckpt"} for s in strategies
+        ]
+        Path(f"{tmp}/jobs.json").write_text(json.dumps(jobs))
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            str(REPO / "tests/integration/scripts/train_strategy.py"), str(world), f"{tmp}/jobs.json",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"strategy bytes: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        return {s: json.loads(Path(f"{tmp}/{s}.json").read_text())["bytes"] for s in strategies}
 
 
 def main() -> None:
