@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,16 +237,12 @@ class AnyMALModel(nn.Module):
 
     def _logits(self, inputs: SplicedInputs | PackedInputs) -> torch.Tensor:
         if isinstance(inputs, PackedInputs):
-            mask, kernel = packed_attention(self.llm.model, inputs, self.packing_attention)
+            mask = packed_attention(self.llm.model, inputs, self.packing_attention)
         else:
-            mask, kernel = inputs.attention_mask, nullcontext()
-        with kernel:
-            return self.llm(
-                inputs_embeds=inputs.inputs_embeds,
-                attention_mask=mask,
-                position_ids=inputs.position_ids,
-                use_cache=False,
-            ).logits
+            mask = inputs.attention_mask
+        return self.llm(
+            inputs_embeds=inputs.inputs_embeds, attention_mask=mask, position_ids=inputs.position_ids, use_cache=False
+        ).logits
 
     @torch.no_grad()
     def generate(self, batch: Batch, max_new_tokens: int = 32, **generate_kwargs: Any) -> list[str]:

@@ -3,16 +3,20 @@
 ``AnyMALModel(packing_attention=...)`` chooses, for its packed forward passes only (padded passes, generation and
 DPO's per-row passes always use the LLM's own attention):
 
-* ``"documents"``: ``scaled_dot_product_attention`` on each packed sample alone (causal), through a transformers
-  attention function this module registers (``anymal_documents``): a variable-length attention made of one SDPA call
-  per sample, on any device and with a backward pass. No work goes to the blocks the document mask zeroes, so a
-  pack's attention costs what its samples' would cost alone;
+* ``"documents"``: ``scaled_dot_product_attention`` on each packed sample alone (causal): a variable-length
+  attention made of one SDPA call per sample, on any device and with a backward pass. No work goes to the blocks the
+  document mask zeroes, so a pack's attention costs what its samples' would cost alone;
 * ``"mask"``: the dense boolean mask ``[R, 1, L, L]`` of :class:`~anymal_lit.models.packing.PackedInputs`, through
   the LLM's attention implementation (SDPA by default), which computes every block of every pack;
 * ``"flex"``: ``torch.nn.attention.flex_attention`` with a document (block-diagonal causal) ``BlockMask``, through
-  transformers' ``flex_attention`` implementation, switched on for the packed call only; where flex cannot run it
-  falls back to the mask, warning once with the reason;
+  transformers' ``flex_attention`` function; where flex cannot run it falls back to the mask, warning once with the
+  reason;
 * ``"auto"`` (default): flex on CUDA, ``documents`` elsewhere.
+
+``documents`` and ``flex`` reach their kernels through an attention implementation this module registers with
+transformers, ``anymal_packed_<base>`` (``<base>``: the LLM's own, ``sdpa`` or ``eager``). It picks the kernel by the
+mask it is given (a ``BlockMask``, the packs' integer segments, or any other mask for ``<base>``), so it stays set
+after a packed pass: a layer that gradient checkpointing recomputes in the backward pass reaches the same kernel.
 
 Why not flex on CPU (measured with torch 2.14 on a 2-core CPU, 8 packs x 10 heads x 256 tokens x 64 dims, one layer):
 flex has no backward pass on CPU (``NotImplementedError: FlexAttention does not support backward on CPU``), and
@@ -23,9 +27,9 @@ which materialises the scores: 0.33 s). On CUDA flex's kernel skips the blocks t
 
 from __future__ import annotations
 
+import functools
+import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -38,8 +42,8 @@ PACKING_ATTENTION = ("auto", "documents", "flex", "mask")
 """The choices of ``AnyMALModel(packing_attention=...)``."""
 
 _warned: set[str] = set()
-DOCUMENTS = "anymal_documents"
-"""The name of the per-document attention in transformers' attention registry."""
+PACKED = "anymal_packed_"
+"""The prefix of the attention implementations that dispatch packed masks (``anymal_packed_sdpa``, ``..._eager``)."""
 
 
 def check_choice(choice: str) -> str:
@@ -92,6 +96,16 @@ def document_block_mask(segments: torch.Tensor) -> Any:
     return create_block_mask(document, rows, None, length, length, device=segments.device)
 
 
+def document_runs(segments: torch.Tensor) -> list[tuple[int, bool]]:
+    """The runs of one segment id along the packed rows of ``segments`` ``[R, L]`` read row after row, as
+    ``(length, is_a_sample)`` (-1: padding); a row's end always ends a run. The lengths sum to ``R * L``."""
+    flat = segments.reshape(-1)
+    index = torch.arange(flat.numel(), device=flat.device)
+    starts = ((index % segments.shape[1] == 0) | (flat != torch.roll(flat, 1))).nonzero().squeeze(1)
+    lengths = torch.diff(starts, append=torch.tensor([flat.numel()], device=flat.device))
+    return [(n, real) for n, real in zip(lengths.tolist(), (flat[starts] >= 0).tolist())]
+
+
 def document_attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -105,80 +119,94 @@ def document_attention(
     """A transformers attention function: causal SDPA on each packed sample alone.
 
     ``query`` ``[R, Hq, L, D]``, ``key``/``value`` ``[R, Hkv, L, D]``; ``attention_mask`` is not a mask but the
-    packs' ``segments`` as ``[R, 1, 1, L]`` (a 4-D tensor reaches the attention function as it is). Padding attends
-    to itself only, as in the dense mask (its output is its value). Returns ``[R, L, Hq, D]``."""
+    packs' ``segments`` as ``[R, 1, 1, L]`` (an integer 4-D tensor reaches the attention function as it is). Each
+    tensor is laid out once as ``[H, R * L, D]`` and split into its samples along the tokens (so the backward pass
+    is one concatenation, not a zero-filled copy per sample). Padding attends to itself only, as in the dense mask
+    (its output is its value). Returns ``[R, L, Hq, D]``."""
     unsupported = [k for k in ("softcap", "sliding_window", "s_aux") if kwargs.get(k) is not None]
     if unsupported:
         raise ValueError(f"packing_attention='documents' does not support {unsupported}: use 'mask' for this LLM")
-    groups = query.shape[1] // key.shape[1]
-    rows = []
-    for r, runs in enumerate(_runs(attention_mask[:, 0, 0])):
-        pieces = []
-        for start, end, real in runs:
-            q, k, v = (t[r : r + 1, :, start:end] for t in (query, key, value))
-            if real:
-                pieces.append(
-                    F.scaled_dot_product_attention(
-                        q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=groups > 1
-                    )
-                )
-            else:
-                pieces.append(v.repeat_interleave(groups, dim=1))
-        rows.append(torch.cat(pieces, dim=2))
-    return torch.cat(rows).transpose(1, 2).contiguous(), None
+    runs = getattr(attention_mask, "_anymal_runs", None)
+    if runs is None:  # once per packed pass: every layer (and a checkpointed layer's recompute) gets this tensor
+        runs = attention_mask._anymal_runs = document_runs(attention_mask[:, 0, 0])
+    rows, heads, length, dim = query.shape
+    groups = heads // key.shape[1]
+    sizes = [n for n, _ in runs]
+    q, k, v = (
+        t.transpose(0, 1).reshape(t.shape[1], rows * length, dim).split(sizes, dim=1) for t in (query, key, value)
+    )
+    pieces = [
+        F.scaled_dot_product_attention(
+            q[i][None], k[i][None], v[i][None], dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=groups > 1
+        )[0]
+        if real
+        else v[i].repeat_interleave(groups, dim=0)
+        for i, (_, real) in enumerate(runs)
+    ]  # [Hq, n, D] each
+    return torch.cat(pieces, dim=1).view(heads, rows, length, dim).permute(1, 2, 0, 3), None
 
 
-def _runs(segments: torch.Tensor) -> list[list[tuple[int, int, bool]]]:
-    """Per packed row, its runs of one segment id as ``(start, end, is_a_sample)`` (-1: padding)."""
-    out = []
-    for row in segments.tolist():
-        runs, start = [], 0
-        for i in range(1, len(row) + 1):
-            if i == len(row) or row[i] != row[start]:
-                runs.append((start, i, row[start] >= 0))
-                start = i
-        out.append(runs)
-    return out
-
-
-_registered = False
-
-
-def _register_documents() -> None:
-    """Register the per-sample attention with transformers, once per process."""
-    global _registered
-    if _registered:
-        return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    # through the module's name, so the registry always calls this module's current function
-    AttentionInterface.register(DOCUMENTS, lambda *args, **kwargs: document_attention(*args, **kwargs))
-    ALL_MASK_ATTENTION_FUNCTIONS.register(DOCUMENTS, sdpa_mask)  # never built: the segments come as a 4-D tensor
-    _registered = True
-
-
-def packed_attention(model: nn.Module, packed: PackedInputs, choice: str) -> tuple[Any, AbstractContextManager]:
-    """The attention mask to pass to the LLM ``model`` for a packed pass and the context to run the pass in (the
-    dense mask is built only when the pass needs it)."""
+def packed_attention(model: nn.Module, packed: PackedInputs, choice: str) -> Any:
+    """The attention mask to pass to the LLM ``model`` for a packed pass (the dense mask is built only when the pass
+    needs it): a ``BlockMask`` for flex, the segments ``[R, 1, 1, L]`` for per-sample attention."""
     if use_flex(choice, model, packed.inputs_embeds):
-        return document_block_mask(packed.segments), _implementation(model, "flex_attention")
+        _dispatch_packed_masks(model)
+        return document_block_mask(packed.segments)
     if choice == "documents" or (choice == "auto" and packed.inputs_embeds.device.type != "cuda"):
-        _register_documents()
-        return packed.segments[:, None, None, :], _implementation(model, DOCUMENTS)
-    return packed.attention_mask, nullcontext()
+        _dispatch_packed_masks(model)
+        return packed.segments[:, None, None, :]
+    mask = packed.attention_mask
+    if _pretrained(model).config._attn_implementation.removeprefix(PACKED) == "eager":
+        # eager attention adds its mask to the scores: a boolean one would add 1 where it means "attend"
+        return torch.zeros(mask.shape, dtype=packed.inputs_embeds.dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(packed.inputs_embeds.dtype).min
+        )
+    return mask
 
 
-@contextmanager
-def _implementation(model: nn.Module, name: str) -> Iterator[None]:
-    """Run ``model`` with transformers attention implementation ``name``, restoring the previous one after."""
+def _dispatch_packed_masks(model: nn.Module) -> None:
+    """Make the LLM's attention implementation ``anymal_packed_<base>``: flex for a ``BlockMask``, per-sample
+    attention for an integer segments tensor, the model's own implementation ``<base>`` for every other mask.
+
+    The switch is permanent, not scoped to the packed pass: gradient checkpointing recomputes a layer during the
+    backward pass, after the forward has returned, and the recompute must reach the same kernel (with the base
+    implementation it would read the segments as a mask). Unpacked passes are unchanged: they reach ``<base>``."""
     pretrained = _pretrained(model)
-    previous = pretrained.config._attn_implementation
-    pretrained.set_attn_implementation(name)
-    try:
-        yield
-    finally:
-        pretrained.set_attn_implementation(previous)
+    base = pretrained.config._attn_implementation
+    if base.startswith(PACKED):
+        return
+    if base not in ("sdpa", "eager"):
+        raise ValueError(
+            f"packed attention through documents or flex needs the LLM's attn_implementation 'sdpa' or 'eager', "
+            f"got {base!r}: load it with one of those, or set packing_attention='mask'"
+        )
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    AttentionInterface.register(PACKED + base, functools.partial(_packed_or_base, base))
+    ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED + base, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    pretrained.set_attn_implementation(PACKED + base)
+
+
+def _packed_or_base(
+    base: str, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """The attention function ``anymal_packed_<base>`` registers: the kernel the mask's kind names."""
+    from torch.nn.attention.flex_attention import BlockMask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if isinstance(attention_mask, BlockMask):
+        function = ALL_ATTENTION_FUNCTIONS["flex_attention"]
+    elif isinstance(attention_mask, torch.Tensor) and not (
+        attention_mask.is_floating_point() or attention_mask.dtype == torch.bool
+    ):  # transformers' own masks are boolean or additive floats: an integer one is the packs' segments
+        function = document_attention
+    elif base == "eager":  # each architecture's own eager function, as its attention module falls back to
+        function = sys.modules[type(module).__module__].eager_attention_forward
+    else:
+        function = ALL_ATTENTION_FUNCTIONS[base]
+    return function(module, query, key, value, attention_mask, **kwargs)
 
 
 def _pretrained(model: nn.Module) -> nn.Module:

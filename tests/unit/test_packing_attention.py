@@ -25,46 +25,71 @@ def test_flex_and_mask_give_the_same_packed_logits_and_loss(image_data, monkeypa
     calls = []
     block_mask = packed_attention.document_block_mask
     monkeypatch.setattr(packed_attention, "document_block_mask", lambda s: calls.append(s) or block_mask(s))
-    implementation = model.llm.model.config._attn_implementation
     with torch.no_grad():  # CPU flex has no backward pass: an evaluation pass
         model.packing_attention = "mask"
         masked = model(batch)
         model.packing_attention = "flex"
         flexed = model(batch)
     assert len(calls) == 1  # the flex pass did go through a BlockMask
-    assert model.llm.model.config._attn_implementation == implementation  # restored after the packed pass
     assert torch.equal(flexed["segments"], masked["segments"]) and masked["logits"].shape[0] < 4
     real = masked["segments"] >= 0
     assert torch.allclose(flexed["logits"][real], masked["logits"][real], atol=1e-4)
     assert flexed["loss"].item() == pytest.approx(masked["loss"].item(), rel=1e-5)
 
 
-def test_per_sample_attention_gives_the_masks_logits_loss_and_gradients(image_data, monkeypatch):
-    model = _packed_model().train()
-    model.llm.requires_grad_(False)
+@pytest.mark.parametrize("base", ["sdpa", "eager"])
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["", "checkpointed"])
+def test_per_sample_attention_gives_the_masks_logits_loss_and_gradients(image_data, monkeypatch, base, checkpointing):
+    model = _packed_model()
+    model.llm.model.set_attn_implementation(base)
+    model.llm.model.requires_grad_(True)  # the LLM trains (SFT), so its layers checkpoint where asked
+    if checkpointing:  # the backward pass recomputes each layer after the forward pass returned
+        model.llm.model.gradient_checkpointing_enable()
+    model.train()
     batch = batch_of(model, image_data, 4)
     calls = []
     attention = packed_attention.document_attention
     monkeypatch.setattr(packed_attention, "document_attention", lambda *a, **k: calls.append(1) or attention(*a, **k))
-    implementation = model.llm.model.config._attn_implementation
     out, grads = {}, {}
     for choice in ("mask", "documents"):
         model.packing_attention = choice
         model.zero_grad()
         out[choice] = model(batch)
         out[choice]["loss"].backward()
-        grads[choice] = {n: p.grad.clone() for n, p in model.projectors.named_parameters() if p.grad is not None}
+        grads[choice] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     layers = model.llm.model.config.num_hidden_layers
-    assert len(calls) == layers  # every layer of the packed pass went through the per-sample attention
-    assert model.llm.model.config._attn_implementation == implementation  # restored after the packed pass
+    # every layer of the packed pass went through the per-sample attention, and again when recomputed
+    assert len(calls) == layers * (2 if checkpointing else 1)
     masked, documents = out["mask"], out["documents"]
     assert masked["logits"].shape[0] < 4 and torch.equal(documents["segments"], masked["segments"])
     real = masked["segments"] >= 0
     assert torch.allclose(documents["logits"][real], masked["logits"][real], atol=1e-5)
     assert documents["loss"].item() == pytest.approx(masked["loss"].item(), rel=1e-6)
-    assert grads["mask"] and grads["mask"].keys() == grads["documents"].keys()
+    assert any(n.startswith("llm.") for n in grads["mask"]) and grads["mask"].keys() == grads["documents"].keys()
     for name, grad in grads["mask"].items():
         assert torch.allclose(grads["documents"][name], grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_a_packed_pass_leaves_unpacked_passes_to_the_llms_own_attention(image_data):
+    model = _packed_model()
+    batch = batch_of(model, image_data, 4)
+    with torch.no_grad():
+        before = model(batch, pack=False)["logits"]
+        model.packing_attention = "documents"
+        model(batch)
+        assert model.llm.model.config._attn_implementation == "anymal_packed_sdpa"
+        after = model(batch, pack=False)["logits"]
+    assert torch.equal(before, after)
+    model.llm.model.set_attn_implementation("flex_attention")
+    with pytest.raises(ValueError, match="needs the LLM's attn_implementation 'sdpa' or 'eager', got 'flex_attention'"):
+        model(batch)
+
+
+def test_document_runs_split_rows_into_their_samples_and_padding():
+    segments = torch.tensor([[0, 0, 0, 1, 1, -1], [2, 3, 3, 3, 3, -1], [4, 4, 4, 4, 4, 4]])
+    runs = packed_attention.document_runs(segments)
+    assert runs == [(3, True), (2, True), (1, False), (1, True), (4, True), (1, False), (6, True)]
+    assert packed_attention.document_runs(torch.tensor([[5, 5], [5, 5]])) == [(2, True), (2, True)]  # per row
 
 
 def test_auto_uses_per_sample_attention_on_cpu_and_flex_falls_back_where_it_cannot_run(image_data, monkeypatch):
