@@ -190,12 +190,18 @@ def run_config(
     }
 
 
-def compare_steps(world: Path, steps: int, batch_size: int, cache_dir: str, packing_length: int) -> dict:
+def compare_steps(
+    world: Path, steps: int, batch_size: int, cache_dir: str, packing_length: int, rounds: int = 4
+) -> dict:
     """Padded fp32, packed fp32 (per-sample attention and dense mask) and packed bf16-mixed alignment steps on the
     same cached batches, in this process.
 
-    Each batch runs once per variant counted (``FlopCounterMode``, also the warm-up), then twice timed,
-    the variants interleaved; a variant's time on a batch is its fastest repeat (the least disturbed by load)."""
+    Each batch runs once per variant counted (``FlopCounterMode``, also the warm-up), then ``rounds`` times timed,
+    the variants interleaved (their order reversed every other round), Python's garbage collector off. A variant's
+    time on a batch is its fastest round (the least disturbed by load); the ratios of each round alone give the
+    spread (``*_by_round``)."""
+    import gc
+
     from torch.utils.flop_counter import FlopCounterMode
 
     from anymal_lit.models.packed_attention import use_flex
@@ -228,28 +234,46 @@ def compare_steps(world: Path, steps: int, batch_size: int, cache_dir: str, pack
             with FlopCounterMode(display=False) as counter:
                 losses[variant].append(step(batch, variant))
             flops[variant] += counter.get_total_flops()
-    best = {v: [float("inf")] * len(data) for v in variants}
-    for repeat in range(2):
-        for i, batch in enumerate(data):
-            for variant in variants if repeat % 2 == 0 else reversed(variants):
-                start = time.perf_counter()
-                step(batch, variant)
-                best[variant][i] = min(best[variant][i], time.perf_counter() - start)
-    seconds = {v: sum(t) for v, t in best.items()}
+    times = {v: [[0.0] * len(data) for _ in range(rounds)] for v in variants}  # [round][batch]
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for i, batch in enumerate(data):
+                for variant in variants if r % 2 == 0 else reversed(variants):
+                    start = time.perf_counter()
+                    step(batch, variant)
+                    times[variant][r][i] = time.perf_counter() - start
+    finally:
+        gc.enable()
+    seconds = {v: sum(min(column) for column in zip(*t)) for v, t in times.items()}
+    by_round = {v: [sum(t[r]) for r in range(rounds)] for v, t in times.items()}
     model.packing_attention = "auto"
     flex = use_flex(model.packing_attention, model.llm.model, torch.zeros(1, requires_grad=True))
     rate = {v: flops[v] / seconds[v] for v in variants}
+
+    def ratio(variant: str) -> list[float]:  # FLOP/s of ``variant`` over padded's, each round
+        return [
+            flops[variant] / by_round[variant][r] / (flops["padded_fp32"] / by_round["padded_fp32"][r])
+            for r in range(rounds)
+        ]
+
     fp32, bf16 = sum(losses["packed_fp32"]), sum(losses["packed_bf16"])
     return {
         "flops": flops,
         "seconds": seconds,
+        "seconds_by_round": by_round,
         "flops_per_s": rate,
         "packed_vs_padded_flops_ratio": rate["packed_fp32"] / rate["padded_fp32"],
+        "packed_vs_padded_flops_ratio_by_round": ratio("packed_fp32"),
         "packed_mask_vs_padded_flops_ratio": rate["packed_mask_fp32"] / rate["padded_fp32"],
+        "packed_mask_vs_padded_flops_ratio_by_round": ratio("packed_mask_fp32"),
         "packed_vs_padded_step_speedup": seconds["padded_fp32"] / seconds["packed_fp32"],
         "bf16_step_speedup_vs_fp32": seconds["packed_fp32"] / seconds["packed_bf16"],
         "bf16_loss_rel_diff": abs(bf16 - fp32) / abs(fp32),
         "packing_attention": f"auto: {'flex' if flex else 'documents'}",
+        "batches": len(data),
+        "rounds": rounds,
     }
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anymal_lit.models.packing import PackedInputs
+from anymal_lit.models.varlen_attention import Spans, cpu_varlen_attention
 
 PACKING_ATTENTION = ("auto", "documents", "flex", "mask")
 """The choices of ``AnyMALModel(packing_attention=...)``."""
@@ -96,14 +97,18 @@ def document_block_mask(segments: torch.Tensor) -> Any:
     return create_block_mask(document, rows, None, length, length, device=segments.device)
 
 
-def document_runs(segments: torch.Tensor) -> list[tuple[int, bool]]:
-    """The runs of one segment id along the packed rows of ``segments`` ``[R, L]`` read row after row, as
-    ``(length, is_a_sample)`` (-1: padding); a row's end always ends a run. The lengths sum to ``R * L``."""
+def document_spans(segments: torch.Tensor) -> Spans:
+    """The runs of one segment id along the packed rows of ``segments`` ``[R, L]``, row after row, as
+    ``(row, start, end, is_a_sample)`` (-1: padding); a row's end always ends a run, and the runs cover every token."""
+    rows, length = segments.shape
     flat = segments.reshape(-1)
     index = torch.arange(flat.numel(), device=flat.device)
-    starts = ((index % segments.shape[1] == 0) | (flat != torch.roll(flat, 1))).nonzero().squeeze(1)
-    lengths = torch.diff(starts, append=torch.tensor([flat.numel()], device=flat.device))
-    return [(n, real) for n, real in zip(lengths.tolist(), (flat[starts] >= 0).tolist())]
+    starts = ((index % length == 0) | (flat != torch.roll(flat, 1))).nonzero().squeeze(1)
+    ends = torch.cat([starts[1:], starts.new_tensor([flat.numel()])])
+    return [
+        (start // length, start % length, start % length + end - start, real)
+        for start, end, real in zip(starts.tolist(), ends.tolist(), (flat[starts] >= 0).tolist())
+    ]
 
 
 def document_attention(
@@ -119,31 +124,47 @@ def document_attention(
     """A transformers attention function: causal SDPA on each packed sample alone.
 
     ``query`` ``[R, Hq, L, D]``, ``key``/``value`` ``[R, Hkv, L, D]``; ``attention_mask`` is not a mask but the
-    packs' ``segments`` as ``[R, 1, 1, L]`` (an integer 4-D tensor reaches the attention function as it is). Each
-    tensor is laid out once as ``[H, R * L, D]`` and split into its samples along the tokens (so the backward pass
-    is one concatenation, not a zero-filled copy per sample). Padding attends to itself only, as in the dense mask
-    (its output is its value). Returns ``[R, L, Hq, D]``."""
+    packs' ``segments`` as ``[R, 1, 1, L]`` (an integer 4-D tensor reaches the attention function as it is). On CPU
+    without dropout the samples go through :func:`~anymal_lit.models.varlen_attention.cpu_varlen_attention` (torch's
+    CPU flash kernels in one autograd node); elsewhere each tensor is laid out once as ``[H, R * L, D]`` and split
+    into its samples along the tokens, one SDPA call each (so the backward pass is one concatenation, not a
+    zero-filled copy per sample). Padding attends to itself only, as in the dense mask (its output is its value).
+    Returns ``[R, L, Hq, D]``."""
     unsupported = [k for k in ("softcap", "sliding_window", "s_aux") if kwargs.get(k) is not None]
     if unsupported:
         raise ValueError(f"packing_attention='documents' does not support {unsupported}: use 'mask' for this LLM")
-    runs = getattr(attention_mask, "_anymal_runs", None)
-    if runs is None:  # once per packed pass: every layer (and a checkpointed layer's recompute) gets this tensor
-        runs = attention_mask._anymal_runs = document_runs(attention_mask[:, 0, 0])
+    spans = getattr(attention_mask, "_anymal_spans", None)
+    if spans is None:  # once per packed pass: every layer (and a checkpointed layer's recompute) gets this tensor
+        spans = attention_mask._anymal_spans = document_spans(attention_mask[:, 0, 0])
     rows, heads, length, dim = query.shape
     groups = heads // key.shape[1]
-    sizes = [n for n, _ in runs]
+    if _cpu_kernels(query, dropout):
+        if groups > 1:
+            key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+        return cpu_varlen_attention(query, key, value, spans, scaling), None
+    # elsewhere: one SDPA call per sample through autograd, on the tokens laid out once as [H, R * L, D]
     q, k, v = (
-        t.transpose(0, 1).reshape(t.shape[1], rows * length, dim).split(sizes, dim=1) for t in (query, key, value)
+        t.transpose(0, 1).reshape(t.shape[1], rows * length, dim).split([e - s for _, s, e, _ in spans], dim=1)
+        for t in (query, key, value)
     )
-    pieces = [
-        F.scaled_dot_product_attention(
-            q[i][None], k[i][None], v[i][None], dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=groups > 1
-        )[0]
-        if real
-        else v[i].repeat_interleave(groups, dim=0)
-        for i, (_, real) in enumerate(runs)
-    ]  # [Hq, n, D] each
-    return torch.cat(pieces, dim=1).view(heads, rows, length, dim).permute(1, 2, 0, 3), None
+    out = torch.cat(
+        [
+            F.scaled_dot_product_attention(
+                q[i][None], k[i][None], v[i][None], dropout_p=dropout, is_causal=True, scale=scaling,
+                enable_gqa=groups > 1,
+            )[0]
+            if real
+            else v[i].repeat_interleave(groups, dim=0)
+            for i, (*_, real) in enumerate(spans)
+        ],
+        dim=1,
+    )  # fmt: skip
+    return out.view(heads, rows, length, dim).permute(1, 2, 0, 3), None
+
+
+def _cpu_kernels(query: torch.Tensor, dropout: float) -> bool:
+    """Whether per-sample attention runs through torch's CPU flash kernels directly (no dropout there)."""
+    return query.device.type == "cpu" and dropout == 0.0
 
 
 def packed_attention(model: nn.Module, packed: PackedInputs, choice: str) -> Any:

@@ -85,11 +85,14 @@ def test_a_packed_pass_leaves_unpacked_passes_to_the_llms_own_attention(image_da
         model(batch)
 
 
-def test_document_runs_split_rows_into_their_samples_and_padding():
+def test_document_spans_split_rows_into_their_samples_and_padding():
     segments = torch.tensor([[0, 0, 0, 1, 1, -1], [2, 3, 3, 3, 3, -1], [4, 4, 4, 4, 4, 4]])
-    runs = packed_attention.document_runs(segments)
-    assert runs == [(3, True), (2, True), (1, False), (1, True), (4, True), (1, False), (6, True)]
-    assert packed_attention.document_runs(torch.tensor([[5, 5], [5, 5]])) == [(2, True), (2, True)]  # per row
+    spans = packed_attention.document_spans(segments)
+    assert spans == [
+        (0, 0, 3, True), (0, 3, 5, True), (0, 5, 6, False), (1, 0, 1, True), (1, 1, 5, True), (1, 5, 6, False),
+        (2, 0, 6, True),
+    ]  # fmt: skip
+    assert packed_attention.document_spans(torch.tensor([[5, 5], [5, 5]])) == [(0, 0, 2, True), (1, 0, 2, True)]
 
 
 def test_auto_uses_per_sample_attention_on_cpu_and_flex_falls_back_where_it_cannot_run(image_data, monkeypatch):
