@@ -10,8 +10,10 @@ train, LLM and encoders frozen):
 * achieved FLOP/s of a training step (counted by ``torch.utils.flop_counter``) as a fraction of this machine's
   measured fp32 matmul FLOP/s;
 * in one process on the same batches, steps interleaved (so machine load hits all alike): packed vs padded FLOP/s
-  (``packed_vs_padded_flops_ratio``, packed attention as ``auto`` chooses: per-sample SDPA on CPU;
-  ``packed_mask_vs_padded_flops_ratio`` with the dense block-diagonal mask instead) and a bf16-mixed packed step
+  (``packed_vs_padded_flops_ratio``, packed attention as ``auto`` chooses: per-sample attention through torch's CPU
+  flash kernels on CPU; ``packed_mask_vs_padded_flops_ratio`` with the dense block-diagonal mask instead; the same
+  with one 1024-token pack per batch, ``packed_long_*``, where the dense mask pays attention over the whole pack;
+  ``*_by_round``: each timed round's ratio, the spread) and a bf16-mixed packed step
   (``torch.autocast`` bfloat16) vs fp32, with its FLOP/s as a fraction of the measured bf16 matmul peak (``bf16_*``).
   FLOPs are what ``torch.utils.flop_counter`` counts: its registry has no formula for CPU flash attention, so on CPU
   they are the matmuls outside attention, the same work in every variant per real token;
@@ -191,10 +193,12 @@ def run_config(
 
 
 def compare_steps(
-    world: Path, steps: int, batch_size: int, cache_dir: str, packing_length: int, rounds: int = 4
-) -> dict:
-    """Padded fp32, packed fp32 (per-sample attention and dense mask) and packed bf16-mixed alignment steps on the
-    same cached batches, in this process.
+    world: Path, steps: int, batch_size: int, cache_dir: str, packing_length: int, rounds: int = 4,
+    long_packing_length: int = 1024,
+) -> dict:  # fmt: skip
+    """Padded fp32, packed fp32 (per-sample attention and dense mask, at ``packing_length`` and at
+    ``long_packing_length``, where a batch is one pack) and packed bf16-mixed alignment steps on the same cached
+    batches, in this process.
 
     Each batch runs once per variant counted (``FlopCounterMode``, also the warm-up), then ``rounds`` times timed,
     the variants interleaved (their order reversed every other round), Python's garbage collector off. A variant's
@@ -215,6 +219,8 @@ def compare_steps(
         "padded_fp32": (None, "auto", False),
         "packed_fp32": (packing_length, "auto", False),
         "packed_mask_fp32": (packing_length, "mask", False),
+        "packed_long_fp32": (long_packing_length, "auto", False),
+        "packed_long_mask_fp32": (long_packing_length, "mask", False),
         "packed_bf16": (packing_length, "auto", True),
     }
 
@@ -268,6 +274,11 @@ def compare_steps(
         "packed_vs_padded_flops_ratio_by_round": ratio("packed_fp32"),
         "packed_mask_vs_padded_flops_ratio": rate["packed_mask_fp32"] / rate["padded_fp32"],
         "packed_mask_vs_padded_flops_ratio_by_round": ratio("packed_mask_fp32"),
+        "packed_long_vs_padded_flops_ratio": rate["packed_long_fp32"] / rate["padded_fp32"],
+        "packed_long_vs_padded_flops_ratio_by_round": ratio("packed_long_fp32"),
+        "packed_long_mask_vs_padded_flops_ratio": rate["packed_long_mask_fp32"] / rate["padded_fp32"],
+        "packed_long_mask_vs_padded_flops_ratio_by_round": ratio("packed_long_mask_fp32"),
+        "long_packing_length": long_packing_length,
         "packed_vs_padded_step_speedup": seconds["padded_fp32"] / seconds["packed_fp32"],
         "bf16_step_speedup_vs_fp32": seconds["packed_fp32"] / seconds["packed_bf16"],
         "bf16_loss_rel_diff": abs(bf16 - fp32) / abs(fp32),
@@ -364,7 +375,7 @@ def main() -> None:
     configs = runs[args.encoders[0]]
     # the feature cache holds every encoders' features (keyed by encoder): this runs on the first encoders' ones
     cmd = [
-        sys.executable, __file__, "--world", str(world), "--steps", str(min(args.steps, 4)),
+        sys.executable, __file__, "--world", str(world), "--steps", str(min(args.steps, 6)),
         "--batch-size", str(args.batch_size), "--out", args.out, "--config", "compare",
         "--packing-length", str(args.packing_length),
     ]  # fmt: skip
@@ -383,6 +394,7 @@ def main() -> None:
         "matmul_peak_flops_per_s": peak,
         "packed_vs_padded_flops_ratio": compare["packed_vs_padded_flops_ratio"],
         "packed_mask_vs_padded_flops_ratio": compare["packed_mask_vs_padded_flops_ratio"],
+        **{k: compare[k] for k in compare if k.endswith("_by_round") or k.startswith("packed_long")},
         "packed_vs_padded_step_speedup": compare["packed_vs_padded_step_speedup"],
         "packing_attention": compare["packing_attention"],
         "bf16_matmul_peak_flops_per_s": bf16_peak,
@@ -432,7 +444,11 @@ def main() -> None:
         f"interleaved on the same batches: packed / padded FLOP/s {results['packed_vs_padded_flops_ratio']:.2f} "
         f"(step speed-up {results['packed_vs_padded_step_speedup']:.2f}x, packed attention: "
         f"{results['packing_attention']}; with the dense mask instead: "
-        f"{results['packed_mask_vs_padded_flops_ratio']:.2f})",
+        f"{results['packed_mask_vs_padded_flops_ratio']:.2f}); each round: "
+        f"{', '.join(f'{r:.2f}' for r in results['packed_vs_padded_flops_ratio_by_round'])}",
+        f"one {compare['long_packing_length']}-token pack per batch: packed / padded FLOP/s "
+        f"{results['packed_long_vs_padded_flops_ratio']:.2f} (dense mask: "
+        f"{results['packed_long_mask_vs_padded_flops_ratio']:.2f})",
         f"bf16-mixed vs fp32 packed step: {results['bf16_step_speedup_vs_fp32']:.2f}x; bf16 matmul peak "
         f"{bf16_peak / 1e9:.1f} GFLOP/s ({results['bf16_vs_fp32_matmul_peak']:.1f}x fp32), bf16 step at "
         f"{results['bf16_train_flops_fraction_of_bf16_peak']:.1%} of it",

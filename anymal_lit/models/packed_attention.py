@@ -139,6 +139,9 @@ def document_attention(
     rows, heads, length, dim = query.shape
     groups = heads // key.shape[1]
     if _cpu_kernels(query, dropout):
+        if torch.is_autocast_enabled("cpu"):  # as autocast does for SDPA: rotary embeddings leave q, k in fp32
+            dtype = torch.get_autocast_dtype("cpu")
+            query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
         if groups > 1:
             key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
         return cpu_varlen_attention(query, key, value, spans, scaling), None

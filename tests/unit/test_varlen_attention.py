@@ -53,3 +53,14 @@ def test_cpu_varlen_attention_keeps_samples_apart_and_padding_to_itself():
     assert torch.allclose(out[..., 3:5, :], alone, atol=1e-6)  # the second sample does not see the first
     assert torch.allclose(out[..., 0, :], v[..., 0, :])  # a sample's first token sees only itself
     assert torch.equal(out[..., 5:, :], v[..., 5:, :])  # padding: its own value
+
+
+def test_document_attention_under_bf16_autocast_matches_the_dense_mask():
+    q, k, v = _qkv(4, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        documents, _ = packed_attention.document_attention(None, q, k, v.bfloat16(), SEGMENTS[:, None, None, :])
+        dense = _dense(q, k, v.bfloat16())
+    assert documents.dtype == dense.dtype == torch.bfloat16
+    assert torch.allclose(documents.float(), dense.float(), atol=2e-2)
+    documents.float().sum().backward()
+    assert q.grad.dtype == torch.float32 and v.grad is not None
