@@ -49,9 +49,7 @@ class _CPUVarlenAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         query, key, value, out, *lse = ctx.saved_tensors
-        grads = [
-            torch.empty(t.shape[0], t.shape[2], t.shape[1], t.shape[3], dtype=t.dtype) for t in (query, key, value)
-        ]
+        grads = [t.new_empty(t.shape[0], t.shape[2], t.shape[1], t.shape[3]) for t in (query, key, value)]
         dq, dk, dv = (g.transpose(1, 2) for g in grads)  # [R, H, L, D] views of [R, L, H, D] buffers
         grad = grad.transpose(1, 2)  # [R, H, L, D]
         outs = out.transpose(1, 2)
