@@ -13,10 +13,14 @@ train, LLM and encoders frozen):
   (``packed_vs_padded_flops_ratio``, packed attention as ``auto`` chooses: per-sample attention through torch's CPU
   flash kernels on CPU; ``packed_mask_vs_padded_flops_ratio`` with the dense block-diagonal mask instead; the same
   with one 1024-token pack per batch, ``packed_long_*``, where the dense mask pays attention over the whole pack;
-  ``*_by_round``: each timed round's ratio, the spread) and a bf16-mixed packed step
+  ``*_by_round``: each timed round's ratio, the spread within a run; the comparison runs ``--compare-runs`` times,
+  each in a new process, and reports the run with the median packed / padded ratio, with every run's ratios as
+  ``*_by_run``: on a shared machine runs differ more than rounds) and a bf16-mixed packed step
   (``torch.autocast`` bfloat16) vs fp32, with its FLOP/s as a fraction of the measured bf16 matmul peak (``bf16_*``).
+  The LLM's attention time per step, forward and backward, of each variant (``attention_ms_per_step``) shows
+  what the packed attention kernel itself costs in the step.
   FLOPs are what ``torch.utils.flop_counter`` counts: its registry has no formula for CPU flash attention, so on CPU
-  they are the matmuls outside attention, the same work in every variant per real token;
+  they are the matmuls outside attention, over every token a variant processes (a padded step's padding included);
 * peak resident memory of each configuration (each runs in its own process);
 * per-rank parameter and optimizer bytes under DDP vs FSDP (2 processes, gloo).
 
@@ -192,6 +196,60 @@ def run_config(
     }
 
 
+class AttentionClock:
+    """Wall time an LLM spends in attention, forward and backward: :meth:`install` wraps its attention function so
+    that each call sits between two identity autograd functions, and the backward pass's time from the output's
+    gradient arriving to the inputs' gradients leaving is counted as well (on CPU the autograd engine runs one node at
+    a time, on the calling thread, in reverse order of creation)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.started: list[float] = []
+
+    def install(self, llm) -> None:
+        """Wrap the attention implementation of the transformers model ``llm`` (an ``anymal_packed_*`` one)."""
+        from transformers import AttentionInterface
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        name = llm.config._attn_implementation
+        function = ALL_ATTENTION_FUNCTIONS[name]
+
+        def attention(module, query, key, value, attention_mask, **kwargs):
+            grad = torch.is_grad_enabled()
+            if grad:
+                query, key, value = _ClockIn.apply(self, query, key, value)
+            start = time.perf_counter()
+            out, weights = function(module, query, key, value, attention_mask, **kwargs)
+            self.seconds += time.perf_counter() - start
+            return (_ClockOut.apply(self, out) if grad else out), weights
+
+        AttentionInterface.register(name, attention)
+
+
+class _ClockOut(torch.autograd.Function):  # after attention: its backward starts the clock
+    @staticmethod
+    def forward(ctx, clock: AttentionClock, out: torch.Tensor) -> torch.Tensor:
+        ctx.clock = clock
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        ctx.clock.started.append(time.perf_counter())
+        return None, grad
+
+
+class _ClockIn(torch.autograd.Function):  # before attention: its backward stops the clock
+    @staticmethod
+    def forward(ctx, clock: AttentionClock, *qkv: torch.Tensor):
+        ctx.clock = clock
+        return tuple(t.view_as(t) for t in qkv)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        ctx.clock.seconds += time.perf_counter() - ctx.clock.started.pop()
+        return None, *grads
+
+
 def compare_steps(
     world: Path, steps: int, batch_size: int, cache_dir: str, packing_length: int, rounds: int = 4,
     long_packing_length: int = 1024,
@@ -240,18 +298,26 @@ def compare_steps(
             with FlopCounterMode(display=False) as counter:
                 losses[variant].append(step(batch, variant))
             flops[variant] += counter.get_total_flops()
+    clock = AttentionClock()  # after a packed pass: every variant's attention is now anymal_packed_sdpa's
+    clock.install(model.llm.model)
     times = {v: [[0.0] * len(data) for _ in range(rounds)] for v in variants}  # [round][batch]
+    attention = dict.fromkeys(variants, 0.0)
     gc.collect()
     gc.disable()
     try:
         for r in range(rounds):
             for i, batch in enumerate(data):
                 for variant in variants if r % 2 == 0 else reversed(variants):
+                    clock.seconds = 0.0
                     start = time.perf_counter()
                     step(batch, variant)
                     times[variant][r][i] = time.perf_counter() - start
+                    attention[variant] += clock.seconds
     finally:
         gc.enable()
+    unreached = [v for v, a in attention.items() if a == 0.0]
+    if unreached:
+        raise RuntimeError(f"the attention clock saw no attention in {unreached}: the LLM's attention is not wrapped")
     seconds = {v: sum(min(column) for column in zip(*t)) for v, t in times.items()}
     by_round = {v: [sum(t[r]) for r in range(rounds)] for v, t in times.items()}
     model.packing_attention = "auto"
@@ -280,6 +346,9 @@ def compare_steps(
         "packed_long_mask_vs_padded_flops_ratio_by_round": ratio("packed_long_mask_fp32"),
         "long_packing_length": long_packing_length,
         "packed_vs_padded_step_speedup": seconds["padded_fp32"] / seconds["packed_fp32"],
+        # the LLM's attention, forward and backward, per step (mean over rounds): what packing's kernel changes
+        "attention_ms_per_step": {v: 1000 * a / (rounds * len(data)) for v, a in attention.items()},
+        "step_ms": {v: 1000 * sum(map(sum, t)) / (rounds * len(data)) for v, t in times.items()},
         "bf16_step_speedup_vs_fp32": seconds["packed_fp32"] / seconds["packed_bf16"],
         "bf16_loss_rel_diff": abs(bf16 - fp32) / abs(fp32),
         "packing_attention": f"auto: {'flex' if flex else 'documents'}",
@@ -339,6 +408,7 @@ def main() -> None:
     # (256 tokens) took the packed step from 1.31 s (one 1024-token pack per batch) to 1.01 s (padded: 1.35 s)
     parser.add_argument("--packing-length", type=int, default=256)
     parser.add_argument("--encoders", nargs="+", default=["tiny", "vit-b-16"], choices=["tiny", "vit-b-16"])
+    parser.add_argument("--compare-runs", type=int, default=3, help="processes of the interleaved comparison")
     parser.add_argument("--config", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args()
     world = Path(args.world)
@@ -379,9 +449,20 @@ def main() -> None:
         "--batch-size", str(args.batch_size), "--out", args.out, "--config", "compare",
         "--packing-length", str(args.packing_length),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    compare = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
-    print(f"interleaved steps: {compare}", flush=True)
+    runs_compared = []  # machine load varies between runs more than between the rounds of one run
+    for _ in range(args.compare_runs):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+        runs_compared.append(json.loads(line[len("RESULT ") :]))
+        print(f"interleaved steps: {runs_compared[-1]}", flush=True)
+    # every figure from the run whose packed / padded FLOP/s ratio is the median, and each ratio of every run
+    runs_compared.sort(key=lambda c: c["packed_vs_padded_flops_ratio"])
+    compare = runs_compared[len(runs_compared) // 2]
+    by_run = {
+        f"{k}_by_run": [c[k] for c in runs_compared]
+        for k in compare
+        if k.endswith("flops_ratio") or k in ("packed_vs_padded_step_speedup", "bf16_step_speedup_vs_fp32")
+    }
     peak = matmul_peak()
     bf16_peak = matmul_peak(dtype=torch.bfloat16)
     strategies = strategy_bytes(world)
@@ -395,8 +476,10 @@ def main() -> None:
         "packed_vs_padded_flops_ratio": compare["packed_vs_padded_flops_ratio"],
         "packed_mask_vs_padded_flops_ratio": compare["packed_mask_vs_padded_flops_ratio"],
         **{k: compare[k] for k in compare if k.endswith("_by_round") or k.startswith("packed_long")},
+        **by_run,
         "packed_vs_padded_step_speedup": compare["packed_vs_padded_step_speedup"],
         "packing_attention": compare["packing_attention"],
+        "attention_ms_per_step": compare["attention_ms_per_step"],
         "bf16_matmul_peak_flops_per_s": bf16_peak,
         "bf16_vs_fp32_matmul_peak": bf16_peak / peak,
         "bf16_step_speedup_vs_fp32": compare["bf16_step_speedup_vs_fp32"],
@@ -441,11 +524,15 @@ def main() -> None:
         "",
         f"matmul peak: {peak / 1e9:.1f} GFLOP/s; packed+cached step: "
         f"{results['train_flops_fraction_of_matmul_peak']:.1%} of it",
-        f"interleaved on the same batches: packed / padded FLOP/s {results['packed_vs_padded_flops_ratio']:.2f} "
+        f"interleaved on the same batches: packed / padded FLOP/s {results['packed_vs_padded_flops_ratio']:.2f}, "
+        f"the median of {len(runs_compared)} runs "
+        f"({', '.join(f'{r:.3f}' for r in results['packed_vs_padded_flops_ratio_by_run'])}) "
         f"(step speed-up {results['packed_vs_padded_step_speedup']:.2f}x, packed attention: "
         f"{results['packing_attention']}; with the dense mask instead: "
-        f"{results['packed_mask_vs_padded_flops_ratio']:.2f}); each round: "
+        f"{results['packed_mask_vs_padded_flops_ratio']:.2f}); each round of the median run: "
         f"{', '.join(f'{r:.2f}' for r in results['packed_vs_padded_flops_ratio_by_round'])}",
+        "the LLM's attention per step, forward + backward (ms): "
+        + ", ".join(f"{v} {ms:.0f}" for v, ms in compare["attention_ms_per_step"].items()),
         f"one {compare['long_packing_length']}-token pack per batch: packed / padded FLOP/s "
         f"{results['packed_long_vs_padded_flops_ratio']:.2f} (dense mask: "
         f"{results['packed_long_mask_vs_padded_flops_ratio']:.2f})",
