@@ -348,7 +348,6 @@ def compare_steps(
         "packed_vs_padded_step_speedup": seconds["padded_fp32"] / seconds["packed_fp32"],
         # the LLM's attention, forward and backward, per step (mean over rounds): what packing's kernel changes
         "attention_ms_per_step": {v: 1000 * a / (rounds * len(data)) for v, a in attention.items()},
-        "step_ms": {v: 1000 * sum(map(sum, t)) / (rounds * len(data)) for v, t in times.items()},
         "bf16_step_speedup_vs_fp32": seconds["packed_fp32"] / seconds["packed_bf16"],
         "bf16_loss_rel_diff": abs(bf16 - fp32) / abs(fp32),
         "packing_attention": f"auto: {'flex' if flex else 'documents'}",
